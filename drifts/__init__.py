@@ -1,0 +1,45 @@
+"""Drift functions for Mirror Learning, their checks and pictures.
+
+>>> from drifts import dpo
+>>> d = dpo(alpha=2.0, beta=0.6)
+>>> float(d(1.0, 0.5))
+0.0
+"""
+
+from drifts.base import Drift, drift_from_spec, register_family
+from drifts.library import default_lpo, dpo, from_callable, get_drift, lpo, lpo_features, lpo_init, lpo_zero, ppo
+
+__all__ = [
+    "Drift",
+    "check_drift",
+    "check_drift_symbolic",
+    "default_lpo",
+    "dpo",
+    "drift_from_spec",
+    "from_callable",
+    "get_drift",
+    "lpo",
+    "lpo_features",
+    "lpo_init",
+    "lpo_zero",
+    "plot_drift",
+    "ppo",
+    "register_family",
+]
+
+
+def __getattr__(name):
+    # Checks, symbolic tools and plots import heavier modules (sympy, matplotlib): load on first use.
+    if name == "check_drift":
+        from drifts.checks import check_drift
+
+        return check_drift
+    if name == "check_drift_symbolic":
+        from drifts.symbolic import check_drift_symbolic
+
+        return check_drift_symbolic
+    if name == "plot_drift":
+        from drifts.plotting import plot_drift
+
+        return plot_drift
+    raise AttributeError(f"module 'drifts' has no attribute {name!r}")

@@ -1,0 +1,168 @@
+"""The ``Drift`` value: a drift function together with its parameters.
+
+A drift is a function ``f(r, A)`` of the probability ratio ``r`` and the (normalised) advantage ``A``
+that penalises moving away from the old policy. Mirror Learning requires, for all ``r > 0`` and ``A``:
+(1) ``f >= 0``, (2) ``f(1, A) = 0``, (3) ``df/dr (1, A) = 0``.
+
+Like an optax transformation, a ``Drift`` is a tiny immutable value: a pure function ``fn`` plus its
+parameters ``params`` (a pytree of nested dicts of arrays). Keeping the parameters separate from the
+function is what lets the PPO core take ``drift_params`` as a traced argument, so a whole evolution
+strategies population of drifts can be vmapped through one compiled training function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mirrorlearn._archive import flatten_tree, read_archive, unflatten_tree, write_archive
+
+DRIFT_FILE_KIND = "mirrorlearn.drift"
+DRIFT_FILE_VERSION = 1
+
+# family name -> builder(**kwargs) -> Drift (with default params). Used to rebuild a drift from a file.
+_FAMILIES: dict[str, Callable[..., Drift]] = {}
+
+
+def register_family(name: str, builder: Callable[..., Drift]) -> None:
+    """Register a drift family so that drifts of it can be saved to and loaded from files."""
+    _FAMILIES[name] = builder
+
+
+@dataclasses.dataclass(frozen=True)
+class Drift:
+    """A drift function ``fn(params, r, A)`` (or ``fn(params, r, A, t)`` if ``temporal``) and its params.
+
+    ``family`` and ``kwargs`` say how to rebuild ``fn`` from a file (``None`` for arbitrary callables,
+    which can be used but not saved).
+    """
+
+    name: str
+    fn: Callable[..., jax.Array]
+    params: Any = None
+    temporal: bool = False
+    family: str | None = None
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    # -- evaluation -----------------------------------------------------------------------------------
+    def apply(self, params: Any, r: jax.Array, A: jax.Array, t: jax.Array | float | None = None) -> jax.Array:
+        """Evaluate with explicit ``params`` (the form the PPO core and ES use). ``t`` in [0, 1]."""
+        if self.temporal:
+            t = jnp.zeros_like(jnp.asarray(r, dtype=jnp.result_type(float))) if t is None else t
+            return self.fn(params, r, A, t)
+        return self.fn(params, r, A)
+
+    def __call__(self, r: jax.Array, A: jax.Array, t: jax.Array | float | None = None) -> jax.Array:
+        """Elementwise, broadcasting, jax-traceable evaluation with this drift's own parameters."""
+        r, A = jnp.asarray(r), jnp.asarray(A)
+        if t is not None:
+            t = jnp.asarray(t)
+        return self.apply(self.params, r, A, t)
+
+    def replace(self, **changes: Any) -> Drift:
+        return dataclasses.replace(self, **changes)
+
+    def with_params(self, params: Any) -> Drift:
+        return dataclasses.replace(self, params=params)
+
+    def __repr__(self) -> str:
+        extra = ", temporal" if self.temporal else ""
+        n = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(self.params))
+        return f"Drift({self.name!r}, {n} params{extra})"
+
+    # -- files ------------------------------------------------------------------------------------------
+    @property
+    def savable(self) -> bool:
+        return self.family is not None and self.family in _FAMILIES
+
+    def to_spec(self) -> dict:
+        """JSON-serialisable description (without params) from which ``fn`` can be rebuilt."""
+        if not self.savable:
+            raise ValueError(
+                f"drift {self.name!r} wraps an arbitrary Python callable, which cannot be saved safely. "
+                "Save a registered family (ppo, dpo, lpo, lpo_zero, expression) or register yours with "
+                "drifts.register_family."
+            )
+        return {"name": self.name, "family": self.family, "kwargs": dict(self.kwargs), "temporal": self.temporal}
+
+    def save(self, path: str | os.PathLike, extra_meta: Mapping[str, Any] | None = None) -> Path:
+        """Write a versioned, pickle-free drift file (atomic)."""
+        meta = {
+            "kind": DRIFT_FILE_KIND,
+            "format_version": DRIFT_FILE_VERSION,
+            "package_version": _package_version(),
+            "drift": self.to_spec(),
+            "extra": dict(extra_meta or {}),
+        }
+        arrays = {f"params/{k}": v for k, v in flatten_tree(jax.device_get(self.params)).items()}
+        if self.params is not None and not isinstance(self.params, Mapping):
+            raise TypeError("drift params must be a dict (nested dicts of arrays) to be saved")
+        return write_archive(path, meta, arrays)
+
+    @staticmethod
+    def load(path: str | os.PathLike) -> Drift:
+        meta, arrays = read_archive(path, DRIFT_FILE_KIND, DRIFT_FILE_VERSION)
+        drift = drift_from_spec(meta.get("drift"), source=str(path))
+        params = unflatten_tree({k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")})
+        return drift.with_params(_match_params(drift.params, params, source=str(path)))
+
+
+def drift_from_spec(spec: Any, source: str = "spec") -> Drift:
+    """Rebuild a drift (with its family's default params) from :meth:`Drift.to_spec` output."""
+    if not isinstance(spec, Mapping) or "family" not in spec:
+        raise ValueError(f"{source}: drift description is missing or malformed")
+    family = spec["family"]
+    if family not in _FAMILIES:
+        _load_builtin_families()
+    if family not in _FAMILIES:
+        raise ValueError(f"{source}: unknown drift family {family!r}; known: {sorted(_FAMILIES)}")
+    kwargs = spec.get("kwargs", {})
+    if not isinstance(kwargs, Mapping):
+        raise ValueError(f"{source}: drift kwargs must be a mapping")
+    try:
+        drift = _FAMILIES[family](**kwargs)
+    except TypeError as err:
+        raise ValueError(f"{source}: invalid arguments for drift family {family!r}: {err}") from None
+    if "name" in spec:
+        drift = drift.replace(name=str(spec["name"]))
+    return drift
+
+
+def _match_params(template: Any, loaded: dict, source: str) -> Any:
+    """Check a loaded params tree against the family's template (same keys and shapes)."""
+    flat_t = flatten_tree(jax.device_get(template))
+    flat_l = flatten_tree(loaded)
+    if set(flat_t) != set(flat_l):
+        raise ValueError(
+            f"{source}: drift parameters do not match the family (expected {sorted(flat_t)}, got {sorted(flat_l)})"
+        )
+    for key, ref in flat_t.items():
+        if flat_l[key].shape != ref.shape:
+            raise ValueError(f"{source}: parameter {key} has shape {flat_l[key].shape}, expected {ref.shape}")
+        if not np.all(np.isfinite(flat_l[key])):
+            raise ValueError(f"{source}: parameter {key} contains NaN or inf")
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=jnp.result_type(float)), unflatten_tree(flat_l)) if flat_l else template
+
+
+def _package_version() -> str:
+    from mirrorlearn import __version__
+
+    return __version__
+
+
+def _load_builtin_families() -> None:
+    # The expression family lives in drifts.symbolic (it needs sympy); import registers it.
+    import importlib
+
+    for module in ("drifts.library", "drifts.symbolic"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass

@@ -1,0 +1,190 @@
+"""The drift library: PPO, DPO (paper eq. 9), LPO (eq. 8), LPO-Zero, and ``get_drift``."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from drifts.base import Drift, register_family
+
+LPO_SHIFT = 1e-6  # the paper's xi: keeps f = 0 in a small neighbourhood of r = 1
+
+
+def _ppo_fn(params, r, A):
+    eps = params["eps"]
+    return jax.nn.relu((r - jnp.clip(r, 1.0 - eps, 1.0 + eps)) * A)
+
+
+def ppo(eps: float = 0.2) -> Drift:
+    """PPO's clip objective as a drift: ``ReLU((r - clip(r, 1-eps, 1+eps)) * A)`` (paper eq. 6)."""
+    if not eps > 0:
+        raise ValueError(f"ppo: eps must be > 0, got {eps}")
+    return Drift("ppo", _ppo_fn, {"eps": jnp.asarray(eps, dtype=float)}, family="ppo")
+
+
+def _dpo_fn(params, r, A):
+    alpha, beta = params["alpha"], params["beta"]
+    x_pos = (r - 1.0) * A
+    x_neg = jnp.log(r) * A
+    pos = jax.nn.relu(x_pos - alpha * jnp.tanh(x_pos / alpha))
+    neg = jax.nn.relu(x_neg - beta * jnp.tanh(x_neg / beta))
+    return jnp.where(A >= 0, pos, neg)
+
+
+def dpo(alpha: float = 2.0, beta: float = 0.6) -> Drift:
+    """Discovered Policy Optimisation's drift (paper eq. 9, ``alpha = 2``, ``beta = 0.6``)."""
+    if not (alpha > 0 and beta > 0):
+        raise ValueError(f"dpo: alpha and beta must be > 0, got alpha={alpha}, beta={beta}")
+    params = {"alpha": jnp.asarray(alpha, dtype=float), "beta": jnp.asarray(beta, dtype=float)}
+    return Drift("dpo", _dpo_fn, params, family="dpo")
+
+
+def lpo_features(r: jax.Array, A: jax.Array, t: jax.Array | None = None) -> jax.Array:
+    """The eight LPO inputs (eq. 8), all zero at ``r = 1``; with ``t``, eight more: ``t`` times each."""
+    r, A = jnp.broadcast_arrays(jnp.asarray(r), jnp.asarray(A))
+    d = 1.0 - r
+    lr = jnp.log(r)
+    feats = [d, d**2, d * A, d**2 * A, lr, lr**2, lr * A, lr**2 * A]
+    x = jnp.stack(feats, axis=-1)
+    if t is not None:
+        t = jnp.broadcast_to(jnp.asarray(t, dtype=x.dtype), r.shape)[..., None]
+        x = jnp.concatenate([x, t * x], axis=-1)
+    return x
+
+
+def _lpo_fn_factory(temporal: bool, eps: float = 0.2) -> Callable:
+    def fn(params, r, A, t=None):
+        x = lpo_features(r, A, t if temporal else None)
+        hidden = jnp.tanh(x @ params["w1"])
+        out = (hidden @ params["w2"])[..., 0]
+        ppo_term = jax.nn.relu((r - jnp.clip(r, 1.0 - eps, 1.0 + eps)) * A)
+        return jax.nn.relu(out - LPO_SHIFT + ppo_term)
+
+    return fn
+
+
+def lpo(hidden: int = 128, temporal: bool = False, params: Any = None, seed: int = 0, init_scale: float = 0.0,
+        eps: float = 0.2) -> Drift:
+    """LPO's drift network (paper eq. 8): one hidden layer of tanh units, no biases, PPO-initialised.
+
+    ``ReLU(net(x) - 1e-6 + PPO(r, A))`` with the eight ratio/advantage features ``x`` of
+    :func:`lpo_features`. ``temporal=True`` gives TA-LPO (training progress ``t`` times each input).
+    With ``init_scale=0`` (default) the output layer starts at zero so the drift is exactly PPO's
+    (minus the 1e-6 shift); pass ``params`` to use meta-learned weights.
+    """
+    n_in = 16 if temporal else 8
+    if params is None:
+        params = lpo_init(jax.random.PRNGKey(seed), hidden=hidden, temporal=temporal, init_scale=init_scale)
+    name = "ta-lpo" if temporal else "lpo"
+    drift = Drift(name, _lpo_fn_factory(temporal, eps), params, temporal=temporal, family="lpo",
+                  kwargs={"hidden": hidden, "temporal": temporal, "eps": eps})
+    if params["w1"].shape != (n_in, hidden) or params["w2"].shape != (hidden, 1):
+        raise ValueError(
+            f"lpo: expected w1 {(n_in, hidden)} and w2 {(hidden, 1)}, got {params['w1'].shape} and {params['w2'].shape}"
+        )
+    return drift
+
+
+def lpo_init(key: jax.Array, hidden: int = 128, temporal: bool = False, init_scale: float = 0.0) -> dict:
+    """Initial LPO weights: LeCun-normal input layer, output layer ``init_scale``-scaled normal."""
+    n_in = 16 if temporal else 8
+    k1, k2 = jax.random.split(key)
+    w1 = jax.random.normal(k1, (n_in, hidden)) / jnp.sqrt(n_in)
+    w2 = init_scale * jax.random.normal(k2, (hidden, 1)) / jnp.sqrt(hidden)
+    return {"w1": w1.astype(float), "w2": w2.astype(float)}
+
+
+def _lpo_zero_fn_factory(temporal: bool) -> Callable:
+    def fn(params, r, A, t=None):
+        x = lpo_features(r, A, t if temporal else None)
+        h = jax.nn.relu(x @ params["w1"])
+        h = jax.nn.relu(h @ params["w2"])
+        out = (h @ params["w3"])[..., 0]
+        return jax.nn.relu(out - LPO_SHIFT)
+
+    return fn
+
+
+def lpo_zero(hidden: int = 256, temporal: bool = False, params: Any = None, seed: int = 0) -> Drift:
+    """LPO-Zero: two hidden layers of ReLU units, no biases, no PPO term (learned from scratch)."""
+    n_in = 16 if temporal else 8
+    if params is None:
+        k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+        params = {
+            "w1": (jax.random.normal(k1, (n_in, hidden)) * jnp.sqrt(2.0 / n_in)).astype(float),
+            "w2": (jax.random.normal(k2, (hidden, hidden)) * jnp.sqrt(2.0 / hidden)).astype(float),
+            "w3": (jax.random.normal(k3, (hidden, 1)) * jnp.sqrt(1.0 / hidden)).astype(float),
+        }
+    name = "ta-lpo-zero" if temporal else "lpo-zero"
+    return Drift(name, _lpo_zero_fn_factory(temporal), params, temporal=temporal, family="lpo_zero",
+                 kwargs={"hidden": hidden, "temporal": temporal})
+
+
+def from_callable(fn: Callable, name: str | None = None) -> Drift:
+    """Wrap a user function ``f(r, A)`` (or ``f(r, A, t)``) as a parameter-free ``Drift``."""
+    if not callable(fn):
+        raise TypeError(f"expected a callable f(r, A), got {type(fn).__name__}")
+    try:
+        n_args = len([p for p in inspect.signature(fn).parameters.values()
+                      if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])
+    except (TypeError, ValueError):
+        n_args = 2
+    temporal = n_args == 3
+    if temporal:
+        def wrapped(params, r, A, t):
+            return fn(r, A, t)
+    else:
+        def wrapped(params, r, A):
+            return fn(r, A)
+    return Drift(name or getattr(fn, "__name__", "custom"), wrapped, {}, temporal=temporal)
+
+
+register_family("ppo", ppo)
+register_family("dpo", dpo)
+register_family("lpo", lambda hidden=128, temporal=False, eps=0.2: lpo(hidden=hidden, temporal=temporal, eps=eps))
+register_family("lpo_zero", lambda hidden=256, temporal=False: lpo_zero(hidden=hidden, temporal=temporal))
+
+_NAMED: dict[str, Callable[[], Drift]] = {
+    "ppo": ppo,
+    "dpo": dpo,
+    "lpo": lambda: default_lpo(),
+    "lpo-init": lpo,
+    "lpo_zero": lpo_zero,
+    "lpo-zero": lpo_zero,
+    "ta-lpo": lambda: lpo(temporal=True),
+}
+
+
+def default_lpo() -> Drift:
+    """The meta-trained LPO shipped with the package, or the PPO-initialised network if none ships."""
+    shipped = Path(__file__).parent / "data" / "lpo.drift"
+    if shipped.exists():
+        return Drift.load(shipped)
+    return lpo()
+
+
+def get_drift(spec: str | os.PathLike | Drift | Callable) -> Drift:
+    """Resolve a name (``"ppo"``, ``"dpo"``, ``"lpo"``...), a drift file path, a Drift or a callable."""
+    if isinstance(spec, Drift):
+        return spec
+    if isinstance(spec, (str, os.PathLike)):
+        key = str(spec)
+        if key.lower() in _NAMED:
+            return _NAMED[key.lower()]()
+        if os.path.exists(key):
+            return Drift.load(key)
+        close = difflib.get_close_matches(key.lower(), list(_NAMED), n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(
+            f"unknown drift {key!r}: not a drift name ({', '.join(sorted(_NAMED))}) nor an existing file.{hint}"
+        )
+    if callable(spec):
+        return from_callable(spec)
+    raise TypeError(f"cannot make a drift from {type(spec).__name__}; pass a name, a file path, a Drift or f(r, A)")

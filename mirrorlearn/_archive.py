@@ -1,0 +1,121 @@
+"""A small, safe file format shared by drift files and saved agents.
+
+One ``.npz`` file (zip of ``.npy`` arrays, read with ``allow_pickle=False``) holding a JSON metadata
+document under ``__meta__`` and any number of named float/int arrays. Nothing in it can execute code
+when loaded. Writes are atomic: the archive is written to a temporary file in the target folder and
+renamed over the destination, so an interrupted save never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+META_KEY = "__meta__"
+
+
+class ArchiveError(ValueError):
+    """A file is missing, truncated, of the wrong kind or from a future version."""
+
+
+def flatten_tree(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
+    """Flatten nested dicts of arrays into ``{"a/b/c": array}`` (keys sorted, deterministic)."""
+    out: dict[str, np.ndarray] = {}
+    if tree is None:
+        return out
+    if isinstance(tree, Mapping):
+        for key in sorted(tree):
+            if "/" in str(key):
+                raise ValueError(f"parameter key {key!r} may not contain '/'")
+            out.update(flatten_tree(tree[key], f"{prefix}{key}/"))
+        return out
+    if isinstance(tree, (list, tuple)):
+        raise TypeError(
+            "parameters must be nested dicts of arrays (got a list/tuple); "
+            "wrap sequences in a dict with string keys"
+        )
+    out[prefix[:-1]] = np.asarray(tree)
+    return out
+
+
+def unflatten_tree(flat: Mapping[str, np.ndarray]) -> dict:
+    """Inverse of :func:`flatten_tree`."""
+    tree: dict = {}
+    for path, value in flat.items():
+        node = tree
+        parts = path.split("/")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return tree
+
+
+def write_archive(path: str | os.PathLike, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Path:
+    """Atomically write ``meta`` (JSON-serialisable) and ``arrays`` to ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name such as {path / 'agent.npz'}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {name: np.asarray(value) for name, value in arrays.items()}
+    for name, value in payload.items():
+        if value.dtype == object:
+            raise TypeError(f"array {name!r} has dtype object, which cannot be saved safely")
+    if META_KEY in payload:
+        raise ValueError(f"{META_KEY!r} is reserved")
+    payload[META_KEY] = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_archive(path: str | os.PathLike, kind: str, max_version: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read and validate an archive written by :func:`write_archive`.
+
+    ``kind`` is the expected ``meta["kind"]`` (e.g. ``"mirrorlearn.drift"``); ``max_version`` the newest
+    ``meta["format_version"]`` this code understands.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        raise ArchiveError(
+            f"{path} is not a readable mirrorlearn file (truncated or corrupted: {err}). "
+            "Re-create it, or restore it from a backup."
+        ) from None
+    if META_KEY not in arrays:
+        raise ArchiveError(f"{path} has no mirrorlearn metadata; it was not written by mirrorlearn")
+    try:
+        meta = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ArchiveError(f"{path} has corrupted metadata ({err})") from None
+    if not isinstance(meta, dict) or meta.get("kind") != kind:
+        got = meta.get("kind") if isinstance(meta, dict) else type(meta).__name__
+        raise ArchiveError(f"{path} holds a {got!r}, not a {kind!r}")
+    version = meta.get("format_version")
+    if not isinstance(version, int):
+        raise ArchiveError(f"{path} has no valid format_version")
+    if version > max_version:
+        raise ArchiveError(
+            f"{path} uses format version {version}, newer than this mirrorlearn understands "
+            f"({max_version}); upgrade mirrorlearn (pip install -U mirrorlearn)"
+        )
+    return meta, arrays
