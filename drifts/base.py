@@ -36,7 +36,7 @@ def register_family(name: str, builder: Callable[..., Drift]) -> None:
     _FAMILIES[name] = builder
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # identity equality: params are arrays
 class Drift:
     """A drift function ``fn(params, r, A)`` (or ``fn(params, r, A, t)`` if ``temporal``) and its params.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import os
 from collections.abc import Callable
@@ -59,6 +60,7 @@ def lpo_features(r: jax.Array, A: jax.Array, t: jax.Array | None = None) -> jax.
     return x
 
 
+@functools.cache  # one function object per shape, so compiled training is reused
 def _lpo_fn_factory(temporal: bool, eps: float = 0.2) -> Callable:
     def fn(params, r, A, t=None):
         x = lpo_features(r, A, t if temporal else None)
@@ -101,6 +103,7 @@ def lpo_init(key: jax.Array, hidden: int = 128, temporal: bool = False, init_sca
     return {"w1": w1.astype(float), "w2": w2.astype(float)}
 
 
+@functools.cache
 def _lpo_zero_fn_factory(temporal: bool) -> Callable:
     def fn(params, r, A, t=None):
         x = lpo_features(r, A, t if temporal else None)

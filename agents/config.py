@@ -1,0 +1,130 @@
+"""Frozen hyperparameter configuration of the PPO core, with per-family defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """Hyperparameters of one Mirror-Learning PPO run.
+
+    The defaults are the classic-control setting of the paper's CartPole experiments (4 envs x 128
+    steps, 4 epochs x 4 minibatches, lr 2.5e-4 annealed). ``preset(family)`` gives other families' ones.
+    """
+
+    total_timesteps: int = 500_000
+    num_envs: int = 4
+    num_steps: int = 128
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    learning_rate: float = 2.5e-4
+    anneal_lr: bool = True
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2          # value-function clipping (the policy side is the drift's job)
+    vf_coef: float = 0.5
+    ent_coef: float = 0.01
+    max_grad_norm: float = 0.5
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    normalize_obs: bool = False
+    reward_scale: float = 1.0
+    bootstrap_truncation: bool = True  # add gamma * V(final obs) to the reward on time-limit truncation
+    network: str = "mlp"           # "mlp" or "minatar" (a small conv torso for 10x10xC grids)
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.batch_size // self.num_minibatches
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_timesteps // self.batch_size
+
+    def validate(self) -> PPOConfig:
+        """Raise ``ValueError`` naming the inconsistent numbers; return ``self`` when all is well."""
+        positive_ints = ("total_timesteps", "num_envs", "num_steps", "update_epochs", "num_minibatches")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("learning_rate", "max_grad_norm", "reward_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        for name in ("vf_coef", "ent_coef", "clip_eps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.batch_size % self.num_minibatches:
+            raise ValueError(
+                f"the batch of num_envs x num_steps = {self.num_envs} x {self.num_steps} = {self.batch_size} "
+                f"samples does not split into num_minibatches = {self.num_minibatches} equal minibatches; "
+                f"choose num_minibatches dividing {self.batch_size}"
+            )
+        if self.total_timesteps < self.batch_size:
+            raise ValueError(
+                f"total_timesteps = {self.total_timesteps} is less than one batch "
+                f"(num_envs x num_steps = {self.batch_size}); raise total_timesteps or shrink the batch"
+            )
+        if self.activation not in ("tanh", "relu"):
+            raise ValueError(f"activation must be 'tanh' or 'relu', got {self.activation!r}")
+        if self.network not in ("mlp", "minatar"):
+            raise ValueError(f"network must be 'mlp' or 'minatar', got {self.network!r}")
+        if not self.hidden_sizes or any(int(h) <= 0 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be positive integers, got {self.hidden_sizes!r}")
+        return self
+
+    def replace(self, **changes: Any) -> PPOConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["hidden_sizes"] = list(self.hidden_sizes)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PPOConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown PPOConfig fields {sorted(unknown)}")
+        data = dict(data)
+        if "hidden_sizes" in data:
+            data["hidden_sizes"] = tuple(int(h) for h in data["hidden_sizes"])
+        return cls(**data)
+
+
+# Per-family defaults. Classic control: the paper's / purejaxrl's CartPole setting. MinAtar: the
+# published purejaxrl MinAtar setting. Brax: Brax PPO's defaults as used by the paper (Table 1 for ant).
+PRESETS: dict[str, dict[str, Any]] = {
+    "classic": {},
+    "minatar": dict(
+        total_timesteps=10_000_000, num_envs=64, num_steps=128, update_epochs=4, num_minibatches=8,
+        learning_rate=5e-3, anneal_lr=True, gamma=0.99, gae_lambda=0.95, ent_coef=0.01, max_grad_norm=0.5,
+        network="minatar", activation="relu",
+    ),
+    "continuous": dict(
+        total_timesteps=1_000_000, num_envs=8, num_steps=256, update_epochs=10, num_minibatches=32,
+        learning_rate=3e-4, anneal_lr=True, gamma=0.99, gae_lambda=0.95, ent_coef=0.0, max_grad_norm=0.5,
+        normalize_obs=True, reward_scale=0.1,
+    ),
+    "brax": dict(
+        total_timesteps=30_000_000, num_envs=2048, num_steps=5, update_epochs=4, num_minibatches=32,
+        learning_rate=3e-4, anneal_lr=False, gamma=0.97, gae_lambda=0.95, ent_coef=1e-2, max_grad_norm=1.0,
+        normalize_obs=True, reward_scale=0.1, hidden_sizes=(32, 32, 32, 32), activation="tanh",
+    ),
+}
+
+
+def preset(family: str, **overrides: Any) -> PPOConfig:
+    """The default configuration for an environment family, with ``overrides`` applied."""
+    if family not in PRESETS:
+        raise ValueError(f"unknown preset {family!r}; known: {sorted(PRESETS)}")
+    return PPOConfig(**{**PRESETS[family], **overrides})

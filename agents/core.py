@@ -1,0 +1,312 @@
+"""The Mirror-Learning PPO core: one pure, jitted training function with a pluggable drift.
+
+``make_train(config, env, drift)`` returns ``train(key, drift_params) -> TrainOutput``, the whole
+training as one ``lax.scan`` over updates. It is a pure function of its two arguments, so it can be
+``jit``-ed once and ``vmap``-ed over seeds (``key``) and over drift parameters (an ES population)
+without being rewritten. The drift enters in exactly one place, :func:`policy_loss`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from agents import networks as nets
+from agents.config import PPOConfig
+from agents.envs import JaxEnv
+from drifts.base import Drift
+
+
+class ObsStats(NamedTuple):
+    """Running mean/variance of observations (parallel-Welford), carried with the agent."""
+
+    mean: jax.Array
+    var: jax.Array
+    count: jax.Array
+
+    @classmethod
+    def create(cls, obs_shape) -> ObsStats:
+        return cls(jnp.zeros(obs_shape, jnp.float32), jnp.ones(obs_shape, jnp.float32), jnp.asarray(1e-4, jnp.float32))
+
+    def update(self, batch: jax.Array) -> ObsStats:
+        batch = batch.reshape((-1,) + self.mean.shape)
+        b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
+        delta = b_mean - self.mean
+        total = self.count + b_count
+        mean = self.mean + delta * b_count / total
+        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
+        return ObsStats(mean, m2 / total, total)
+
+
+def normalize(obs: jax.Array, stats: ObsStats, enabled: bool) -> jax.Array:
+    if not enabled:
+        return obs
+    return jnp.clip((obs - stats.mean) / jnp.sqrt(stats.var + 1e-8), -10.0, 10.0)
+
+
+class RunnerState(NamedTuple):
+    params: Any
+    opt_state: Any
+    env_state: Any
+    obs: jax.Array
+    obs_stats: ObsStats
+    episode_return: jax.Array   # running undiscounted return of the current episode, per env
+    key: jax.Array
+    update: jax.Array           # index of the next update (drives t = update / num_updates)
+
+
+class Transition(NamedTuple):
+    obs: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    truncated: jax.Array
+    final_obs: jax.Array
+    finished_return: jax.Array  # episode return where an episode ended at this step, else 0
+
+
+class TrainOutput(NamedTuple):
+    params: Any
+    obs_stats: ObsStats
+    metrics: dict
+
+
+def policy_loss(drift: Drift, drift_params, ratio, advantages, t):
+    """Mirror Learning's policy loss: ``-mean(r * A - drift(r, A))`` (A normalised by the caller)."""
+    return -jnp.mean(ratio * advantages - drift.apply(drift_params, ratio, advantages, t))
+
+
+def gae(values, rewards, dones, last_value, gamma, lam):
+    """Generalised advantage estimates and returns over a ``(num_steps, num_envs)`` rollout."""
+
+    def step(carry, xs):
+        next_adv, next_value = carry
+        value, reward, done = xs
+        not_done = 1.0 - done
+        delta = reward + gamma * next_value * not_done - value
+        adv = delta + gamma * lam * not_done * next_adv
+        return (adv, value), adv
+
+    _, adv = jax.lax.scan(step, (jnp.zeros_like(last_value), last_value), (values, rewards, dones), reverse=True)
+    return adv, adv + values
+
+
+def make_network(config: PPOConfig, env: JaxEnv) -> nets.ActorCritic:
+    return nets.ActorCritic(env.action_spec, tuple(config.hidden_sizes), config.activation, config.network)
+
+
+def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:
+    steps_per_update = config.update_epochs * config.num_minibatches
+    if config.anneal_lr:
+        def lr(count):
+            return config.learning_rate * (1.0 - (count // steps_per_update) / config.num_updates)
+    else:
+        lr = config.learning_rate
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
+
+
+def init_params(config: PPOConfig, env: JaxEnv, key: jax.Array):
+    network = make_network(config, env)
+    dummy = jnp.zeros((1,) + tuple(env.obs_shape), jnp.float32)
+    return network.init(key, nets.flatten_obs(dummy, env.obs_shape, config.network))
+
+
+def make_train_parts(config: PPOConfig, env: JaxEnv, drift: Drift) -> tuple[Callable, Callable]:
+    """``init(key, drift_params) -> RunnerState`` and ``update(state, drift_params) -> (state, metrics)``.
+
+    :func:`make_train` scans ``update``; estimators compose them differently (e.g. ``scan(vmap(update))``
+    with a progress callback outside the vmap).
+    """
+    config.validate()
+    network = make_network(config, env)
+    optimizer = make_optimizer(config)
+    spec = env.action_spec
+    n_envs, n_steps = config.num_envs, config.num_steps
+
+    def prep(obs, stats):
+        return nets.flatten_obs(normalize(obs, stats, config.normalize_obs), env.obs_shape, config.network)
+
+    def init(key, drift_params):
+        del drift_params  # the drift only enters the update; kept for a uniform signature
+        k_params, k_env, k_run = jax.random.split(key, 3)
+        params = init_params(config, env, k_params)
+        obs, env_state = jax.vmap(env.reset)(jax.random.split(k_env, n_envs))
+        return RunnerState(
+            params=params,
+            opt_state=optimizer.init(params),
+            env_state=env_state,
+            obs=obs,
+            obs_stats=ObsStats.create(tuple(env.obs_shape)),
+            episode_return=jnp.zeros((n_envs,), jnp.float32),
+            key=k_run,
+            update=jnp.asarray(0, jnp.int32),
+        )
+
+    def env_step(carry, _):
+        params, env_state, obs, stats, ep_ret, key = carry
+        key, k_act, k_step = jax.random.split(key, 3)
+        x = prep(obs, stats)
+        pi, value = network.apply(params, x)
+        action = nets.sample(spec, pi, k_act)
+        logp = nets.log_prob(spec, pi, action)
+        next_obs, env_state, reward, terminated, truncated, final_obs = jax.vmap(env.step)(
+            jax.random.split(k_step, n_envs), env_state, nets.to_env_action(spec, action)
+        )
+        done = jnp.logical_or(terminated, truncated)
+        ep_ret = ep_ret + reward
+        finished = jnp.where(done, ep_ret, 0.0)
+        ep_ret = jnp.where(done, 0.0, ep_ret)
+        transition = Transition(x, action, logp, value, reward * config.reward_scale, done.astype(jnp.float32),
+                                truncated.astype(jnp.float32), final_obs, finished)
+        return (params, env_state, next_obs, stats, ep_ret, key), transition
+
+    def loss_fn(params, batch, drift_params, t):
+        x, action, old_logp, old_value, adv, target = batch
+        pi, value = network.apply(params, x)
+        logp = nets.log_prob(spec, pi, action)
+        ratio = jnp.exp(logp - old_logp)
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        pg_loss = policy_loss(drift, drift_params, ratio, jax.lax.stop_gradient(adv), t)
+        value_clipped = old_value + jnp.clip(value - old_value, -config.clip_eps, config.clip_eps)
+        v_loss = 0.5 * jnp.mean(jnp.maximum((value - target) ** 2, (value_clipped - target) ** 2))
+        ent = jnp.mean(nets.entropy(spec, pi))
+        total = pg_loss + config.vf_coef * v_loss - config.ent_coef * ent
+        log_ratio = logp - old_logp
+        aux = {
+            "policy_loss": pg_loss,
+            "value_loss": v_loss,
+            "entropy": ent,
+            "approx_kl": jnp.mean((ratio - 1.0) - log_ratio),
+            "ratio_dev": jnp.mean(jnp.abs(ratio - 1.0)),
+        }
+        return total, aux
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def update(state: RunnerState, drift_params):
+        t = state.update.astype(jnp.float32) / config.num_updates
+        carry = (state.params, state.env_state, state.obs, state.obs_stats, state.episode_return, state.key)
+        (_, env_state, obs, _, ep_ret, key), traj = jax.lax.scan(env_step, carry, None, n_steps)
+
+        stats = state.obs_stats
+        if config.normalize_obs:
+            raw = traj.obs if config.network == "minatar" else None
+            del raw
+            stats = stats.update(_unnormalized_rollout_obs(traj, state))
+        last_value = network.apply(state.params, prep(obs, state.obs_stats), method=network.value)
+        rewards = traj.reward
+        if config.bootstrap_truncation:
+            final_value = network.apply(state.params, prep(traj.final_obs, state.obs_stats), method=network.value)
+            rewards = rewards + config.gamma * final_value * traj.truncated
+        adv, targets = gae(traj.value, rewards, traj.done, last_value, config.gamma, config.gae_lambda)
+
+        flat = jax.tree_util.tree_map(
+            lambda a: a.reshape((config.batch_size,) + a.shape[2:]),
+            (traj.obs, traj.action, traj.log_prob, traj.value, adv, targets),
+        )
+
+        def epoch(carry, _):
+            params, opt_state, key = carry
+            key, k_perm = jax.random.split(key)
+            perm = jax.random.permutation(k_perm, config.batch_size)
+            minibatches = jax.tree_util.tree_map(
+                lambda a: a[perm].reshape((config.num_minibatches, config.minibatch_size) + a.shape[1:]), flat
+            )
+
+            def minibatch(carry, batch):
+                params, opt_state = carry
+                (loss, aux), grads = grad_fn(params, batch, drift_params, t)
+                updates, opt_state = optimizer.update(grads, opt_state, params)
+                params = optax.apply_updates(params, updates)
+                aux = {**aux, "loss": loss, "grad_norm": optax.global_norm(grads)}
+                return (params, opt_state), aux
+
+            (params, opt_state), aux = jax.lax.scan(minibatch, (params, opt_state), minibatches)
+            return (params, opt_state, key), aux
+
+        (params, opt_state, key), aux = jax.lax.scan(
+            epoch, (state.params, state.opt_state, key), None, config.update_epochs
+        )
+        n_finished = jnp.sum(traj.done)
+        metrics = {k: jnp.mean(v) for k, v in aux.items()}
+        metrics["episode_return"] = jnp.where(
+            n_finished > 0, jnp.sum(traj.finished_return) / jnp.maximum(n_finished, 1), jnp.nan
+        )
+        metrics["episodes"] = n_finished
+        new_state = RunnerState(params, opt_state, env_state, obs, stats, ep_ret, key, state.update + 1)
+        return new_state, metrics
+
+    return init, update
+
+
+def _unnormalized_rollout_obs(traj: Transition, state: RunnerState) -> jax.Array:
+    """Recover the raw observations of a rollout from the normalised ones stored in it."""
+    stats = state.obs_stats
+    x = traj.obs.reshape(traj.obs.shape[:2] + tuple(stats.mean.shape))
+    return x * jnp.sqrt(stats.var + 1e-8) + stats.mean
+
+
+def make_train(config: PPOConfig, env: JaxEnv, drift: Drift) -> Callable[[jax.Array, Any], TrainOutput]:
+    """A pure ``train(key, drift_params) -> TrainOutput``: the whole run as one ``lax.scan``.
+
+    ``TrainOutput.metrics`` holds one value per update (loss terms, approximate KL, mean return of
+    the episodes that ended during that update's rollout, NaN when none did).
+    """
+    init, update = make_train_parts(config, env, drift)
+
+    def train(key, drift_params):
+        state = init(key, drift_params)
+        state, metrics = jax.lax.scan(lambda s, _: update(s, drift_params), state, None, config.num_updates)
+        return TrainOutput(state.params, state.obs_stats, metrics)
+
+    return train
+
+
+def make_policy_fn(config: PPOConfig, env: JaxEnv) -> Callable:
+    """``act(params, obs_stats, obs, key, deterministic) -> env action`` for a batch of raw observations."""
+    network = make_network(config, env)
+    spec = env.action_spec
+
+    def act(params, obs_stats, obs, key, deterministic: bool):
+        x = nets.flatten_obs(normalize(obs, obs_stats, config.normalize_obs), env.obs_shape, config.network)
+        pi = network.apply(params, x, method=network.policy)
+        action = nets.mode(spec, pi) if deterministic else nets.sample(spec, pi, key)
+        return nets.to_env_action(spec, action)
+
+    return act
+
+
+def make_evaluate(config: PPOConfig, env: JaxEnv, n_episodes: int, max_steps: int | None = None) -> Callable:
+    """``evaluate(params, obs_stats, key) -> returns (n_episodes,)``: deterministic episodes run in parallel.
+
+    Each episode runs until its first termination or truncation (the environment's own time limit).
+    """
+    act = make_policy_fn(config, env)
+    horizon = int(max_steps or env.max_episode_steps)
+
+    def evaluate(params, obs_stats, key):
+        k_reset, k_run = jax.random.split(key)
+        obs, env_state = jax.vmap(env.reset)(jax.random.split(k_reset, n_episodes))
+
+        def step(carry, _):
+            obs, env_state, ret, alive, key = carry
+            key, k_step = jax.random.split(key)
+            action = act(params, obs_stats, obs, k_step, True)
+            obs, env_state, reward, terminated, truncated, _ = jax.vmap(env.step)(
+                jax.random.split(k_step, n_episodes), env_state, action
+            )
+            ret = ret + reward * alive
+            alive = alive * (1.0 - jnp.logical_or(terminated, truncated))
+            return (obs, env_state, ret, alive, key), None
+
+        init = (obs, env_state, jnp.zeros(n_episodes), jnp.ones(n_episodes), k_run)
+        (_, _, ret, _, _), _ = jax.lax.scan(step, init, None, horizon)
+        return ret
+
+    return evaluate

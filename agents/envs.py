@@ -1,0 +1,185 @@
+"""Environment adapters: one small interface for everything the jitted PPO core can step.
+
+A :class:`JaxEnv` wraps a JAX-native environment (gymnax today; Brax and Gymnasium's functional
+environments plug in the same way) as two pure functions with automatic reset:
+
+``reset(key) -> (obs, state)`` and
+``step(key, state, action) -> (obs, state, reward, terminated, truncated, final_obs)``
+
+where ``obs`` is already the first observation of the next episode when the episode ended and
+``final_obs`` is the last observation of the ended one (needed to bootstrap on truncation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionSpec:
+    """Discrete (``n`` actions) or continuous (box ``low``/``high`` of ``shape``) action space."""
+
+    kind: str  # "discrete" | "continuous"
+    n: int = 0
+    shape: tuple[int, ...] = ()
+    low: tuple[float, ...] = ()
+    high: tuple[float, ...] = ()
+
+    @property
+    def discrete(self) -> bool:
+        return self.kind == "discrete"
+
+    @property
+    def dim(self) -> int:
+        return self.n if self.discrete else int(np.prod(self.shape))
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "n": self.n, "shape": list(self.shape), "low": list(self.low),
+                "high": list(self.high)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ActionSpec:
+        return cls(kind=d["kind"], n=int(d["n"]), shape=tuple(d["shape"]), low=tuple(d["low"]),
+                   high=tuple(d["high"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class JaxEnv:
+    """A JAX-native environment, ready for ``vmap`` and ``lax.scan`` inside the PPO core."""
+
+    id: str
+    family: str                      # "gymnax", "brax", ... (selects the default hyperparameters)
+    obs_shape: tuple[int, ...]
+    action_spec: ActionSpec
+    reset: Callable[[jax.Array], tuple[jax.Array, Any]]
+    step: Callable[[jax.Array, Any, jax.Array], tuple]
+    max_episode_steps: int
+    preset: str = "classic"          # name of agents.config.PRESETS entry
+
+    def spaces(self) -> dict:
+        return {"obs_shape": list(self.obs_shape), "action": self.action_spec.to_dict()}
+
+
+MINATAR_IDS = ("Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar", "SpaceInvaders-MinAtar")
+
+
+def _gymnax_ids() -> list[str]:
+    import gymnax
+
+    return list(gymnax.registered_envs)
+
+
+def _action_spec_from_gymnax(space) -> ActionSpec:
+    from gymnax.environments import spaces
+
+    if isinstance(space, spaces.Discrete):
+        return ActionSpec("discrete", n=int(space.n))
+    if isinstance(space, spaces.Box):
+        shape = tuple(int(s) for s in (space.shape or (1,)))
+        low = np.broadcast_to(np.asarray(space.low, dtype=np.float64), shape).reshape(-1)
+        high = np.broadcast_to(np.asarray(space.high, dtype=np.float64), shape).reshape(-1)
+        return ActionSpec("continuous", shape=shape, low=tuple(map(float, low)), high=tuple(map(float, high)))
+    raise ValueError(
+        f"unsupported action space {space!r}: mirrorlearn supports Discrete and Box action spaces"
+    )
+
+
+def from_gymnax(env_id: str, env=None, env_params=None) -> JaxEnv:
+    """Wrap a gymnax environment (by id, or an instance with optional params)."""
+    import gymnax
+
+    if env is None:
+        env, default_params = gymnax.make(env_id)
+        env_params = default_params if env_params is None else env_params
+    elif env_params is None:
+        env_params = env.default_params
+    action_spec = _action_spec_from_gymnax(env.action_space(env_params))
+    obs_shape = tuple(int(s) for s in env.observation_space(env_params).shape)
+
+    def reset(key):
+        obs, state = env.reset(key, env_params)
+        return obs.astype(jnp.float32), state
+
+    def step(key, state, action):
+        obs, state, reward, terminated, truncated, info = env.step(key, state, action, env_params)
+        final_obs = info["final_observation"].astype(jnp.float32)
+        return (obs.astype(jnp.float32), state, reward.astype(jnp.float32), terminated.astype(bool),
+                jnp.logical_and(truncated, jnp.logical_not(terminated)), final_obs)
+
+    max_steps = int(getattr(env_params, "max_steps_in_episode", 1000))
+    preset = "minatar" if env_id in MINATAR_IDS else ("classic" if action_spec.discrete else "continuous")
+    return JaxEnv(env_id, "gymnax", obs_shape, action_spec, reset, step, max_steps, preset=preset)
+
+
+# Resolvers for other families register here (issue: Brax, Gymnasium). Each takes the id after its
+# prefix and returns an environment object, or raises KeyError when the id is not one of its own.
+_RESOLVERS: dict[str, Callable[[str], Any]] = {}
+
+
+def register_resolver(prefix: str, resolver: Callable[[str], Any]) -> None:
+    _RESOLVERS[prefix] = resolver
+
+
+def make_env(env: Any) -> Any:
+    """Resolve what a user passed to ``fit``/``evaluate`` into an environment adapter.
+
+    Strings: ``"gymnax:ID"``, ``"brax:NAME"``, ``"gymnasium:ID"``, or a bare id (gymnax first, then
+    the other registered families). gymnax environment instances are wrapped directly.
+    """
+    if isinstance(env, JaxEnv):
+        return env
+    if isinstance(env, str):
+        prefix, _, rest = env.partition(":")
+        if rest:
+            if prefix == "gymnax":
+                return _gymnax_by_id(rest)
+            if prefix in _RESOLVERS:
+                return _RESOLVERS[prefix](rest)
+            raise ValueError(f"unknown environment family {prefix!r} in {env!r}; known: gymnax, {', '.join(_RESOLVERS)}")
+        if env in _gymnax_ids():
+            return _gymnax_by_id(env)
+        for resolver in _RESOLVERS.values():
+            try:
+                return resolver(env)
+            except KeyError:
+                continue
+        candidates = _gymnax_ids() + [f"{p}:..." for p in _RESOLVERS]
+        close = difflib.get_close_matches(env, _gymnax_ids(), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(
+            f"unknown environment id {env!r}.{hint} Known JAX ids: {', '.join(candidates[:12])}, ...; "
+            "prefix with 'gymnax:', 'brax:' or 'gymnasium:' to choose a family."
+        )
+    try:
+        from gymnax.environments.environment import Environment as GymnaxEnv
+    except ImportError:  # pragma: no cover
+        GymnaxEnv = ()
+    if GymnaxEnv and isinstance(env, GymnaxEnv):
+        return from_gymnax(type(env).__name__, env=env)
+    for resolver in _RESOLVERS.values():
+        try:
+            return resolver(env)
+        except (KeyError, TypeError):
+            continue
+    raise TypeError(
+        f"cannot train on a {type(env).__name__}: pass an environment id string, a gymnax environment, "
+        "a Brax environment, a gymnasium.Env or a gymnasium.vector.VectorEnv"
+    )
+
+
+@functools.cache
+def _gymnax_by_id(env_id: str) -> JaxEnv:
+    ids = _gymnax_ids()
+    if env_id not in ids:
+        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"unknown gymnax environment {env_id!r}.{hint}")
+    return from_gymnax(env_id)

@@ -1,0 +1,425 @@
+"""Scikit-learn-like estimators around the jitted PPO core.
+
+The constructor stores hyperparameters only; ``fit`` resolves the environment, builds the
+configuration (family preset + the hyperparameters you set), checks the drift, and trains
+``n_seeds`` independent runs in one vmapped, jitted call. Learned state ends with ``_``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agents.config import PPOConfig, preset
+from agents.core import make_evaluate, make_policy_fn, make_train_parts
+from agents.envs import JaxEnv, make_env
+from drifts.base import Drift
+from drifts.library import dpo, get_drift, ppo
+
+CONFIG_FIELDS = tuple(f for f in PPOConfig.__dataclass_fields__)
+
+
+class NotFittedError(RuntimeError):
+    """``predict``/``evaluate``/``save`` called before ``fit``."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """NaN or inf appeared in the loss or the parameters during training."""
+
+
+class DriftConditionError(ValueError):
+    """The drift violates a Mirror Learning drift condition (see ``drifts.check_drift``)."""
+
+
+class MirrorAgent:
+    """A Mirror-Learning PPO agent whose policy objective is ``E[r A] - E[drift(r, A)]``.
+
+    Hyperparameters left as ``None`` take the environment family's defaults
+    (``agents.config.PRESETS``); the rest override them. ``drift`` is a ``Drift``, a name
+    (``"ppo"``, ``"dpo"``, ``"lpo"``), a drift file or any function ``f(r, A)``.
+    """
+
+    def __init__(
+        self,
+        drift: Any = "ppo",
+        *,
+        total_timesteps: int | None = None,
+        num_envs: int | None = None,
+        num_steps: int | None = None,
+        update_epochs: int | None = None,
+        num_minibatches: int | None = None,
+        learning_rate: float | None = None,
+        anneal_lr: bool | None = None,
+        gamma: float | None = None,
+        gae_lambda: float | None = None,
+        clip_eps: float | None = None,
+        vf_coef: float | None = None,
+        ent_coef: float | None = None,
+        max_grad_norm: float | None = None,
+        hidden_sizes: tuple[int, ...] | None = None,
+        activation: str | None = None,
+        normalize_obs: bool | None = None,
+        reward_scale: float | None = None,
+        bootstrap_truncation: bool | None = None,
+        network: str | None = None,
+        n_seeds: int = 1,
+        seed: int = 0,
+        progress: bool = False,
+        check_drift: bool = True,
+        policy_seed: int = 0,
+    ):
+        self.drift = drift
+        self.total_timesteps = total_timesteps
+        self.num_envs = num_envs
+        self.num_steps = num_steps
+        self.update_epochs = update_epochs
+        self.num_minibatches = num_minibatches
+        self.learning_rate = learning_rate
+        self.anneal_lr = anneal_lr
+        self.gamma = gamma
+        self.gae_lambda = gae_lambda
+        self.clip_eps = clip_eps
+        self.vf_coef = vf_coef
+        self.ent_coef = ent_coef
+        self.max_grad_norm = max_grad_norm
+        self.hidden_sizes = hidden_sizes
+        self.activation = activation
+        self.normalize_obs = normalize_obs
+        self.reward_scale = reward_scale
+        self.bootstrap_truncation = bootstrap_truncation
+        self.network = network
+        self.n_seeds = n_seeds
+        self.seed = seed
+        self.progress = progress
+        self.check_drift = check_drift
+        self.policy_seed = policy_seed
+
+    # -- scikit-learn conventions -------------------------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        names: list[str] = []
+        for klass in reversed(cls.__mro__):
+            if "__init__" not in klass.__dict__ or klass is object:
+                continue
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in names:
+                    names.append(p.name)
+        if cls is not MirrorAgent and "drift" in names and "drift" not in inspect.signature(cls.__init__).parameters:
+            names.remove("drift")
+        return names
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> MirrorAgent:
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"invalid parameter {name!r} for {type(self).__name__}; valid: {', '.join(valid)}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {p.name: p.default for p in inspect.signature(MirrorAgent.__init__).parameters.values()}
+        for klass in type(self).__mro__:
+            if "__init__" in klass.__dict__ and klass is not object:
+                for p in inspect.signature(klass.__init__).parameters.values():
+                    defaults.setdefault(p.name, p.default)
+        shown = [f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k) is not v and defaults.get(k) != v]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    # -- configuration ------------------------------------------------------------------------------
+    def make_drift(self) -> Drift:
+        """The drift this agent optimises with (resolved from ``drift``)."""
+        if self.drift is None:
+            raise ValueError("drift is None: pass a Drift, a name ('ppo', 'dpo', 'lpo'), a file or f(r, A)")
+        return get_drift(self.drift)
+
+    def make_config(self, env: JaxEnv | str) -> PPOConfig:
+        """The full configuration ``fit`` would use on ``env``: its family preset plus your overrides."""
+        env = make_env(env) if not isinstance(env, JaxEnv) else env
+        overrides = {k: getattr(self, k) for k in CONFIG_FIELDS if getattr(self, k, None) is not None}
+        if "hidden_sizes" in overrides:
+            overrides["hidden_sizes"] = tuple(int(h) for h in overrides["hidden_sizes"])
+        return preset(getattr(env, "preset", "classic"), **overrides).validate()
+
+    def _validate_run_params(self) -> None:
+        for name in ("n_seeds",):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+
+    # -- training -----------------------------------------------------------------------------------
+    def fit(self, env: Any) -> MirrorAgent:
+        """Train ``n_seeds`` independent runs on ``env``; returns ``self``."""
+        self._validate_run_params()
+        env_adapter = make_env(env)
+        if not isinstance(env_adapter, JaxEnv):
+            from agents import host  # host-stepped Gymnasium environments
+
+            return host.fit_host(self, env_adapter)
+        config = self.make_config(env_adapter)
+        drift = self.make_drift()
+        if self.check_drift:
+            verify_drift(drift)
+        train = _compiled_train(config, env_adapter, drift.fn, drift.temporal, int(self.n_seeds), bool(self.progress))
+        keys = jax.random.split(jax.random.PRNGKey(int(self.seed)), int(self.n_seeds))
+        if self.progress:
+            from agents.progress import ProgressBar
+
+            bar = ProgressBar(config.num_updates * config.batch_size, config.batch_size,
+                              desc=f"{type(self).__name__}[{drift.name}] {env_adapter.id}")
+            _PROGRESS_SINK[0] = bar
+        try:
+            params, obs_stats, metrics = train(keys, drift.params)
+            metrics = jax.device_get(metrics)
+        finally:
+            if self.progress:
+                _PROGRESS_SINK[0].close()
+                _PROGRESS_SINK[0] = None
+        history = {k: np.asarray(v) for k, v in metrics.items()}
+        _raise_if_diverged(history, params, drift)
+        self._set_fitted(config, env_adapter, drift, params, obs_stats, history)
+        return self
+
+    def _set_fitted(self, config, env_adapter, drift, params, obs_stats, history) -> None:
+        self.config_ = config
+        self.env_id_ = env_adapter.id
+        self.env_spaces_ = env_adapter.spaces()
+        self.env_ = env_adapter
+        self.drift_ = drift
+        self.params_ = params
+        self.obs_stats_ = obs_stats
+        history["timesteps"] = (np.arange(1, config.num_updates + 1) * config.batch_size).astype(np.int64)
+        self.history_ = history
+        self.n_seeds_ = int(jax.tree_util.tree_leaves(params)[0].shape[0])
+        self.num_timesteps_ = int(config.num_updates * config.batch_size)
+
+    # -- using the policy ---------------------------------------------------------------------------
+    def _check_fitted(self, what: str) -> None:
+        if not hasattr(self, "params_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(env) before {what}()")
+
+    def _seed_params(self):
+        seed = int(self.policy_seed)
+        if not 0 <= seed < self.n_seeds_:
+            raise ValueError(f"policy_seed={seed} but the agent has {self.n_seeds_} seeds (0..{self.n_seeds_ - 1})")
+        pick = functools.partial(lambda i, x: x[i], seed)
+        return jax.tree_util.tree_map(pick, self.params_), jax.tree_util.tree_map(pick, self.obs_stats_)
+
+    def predict(self, obs: Any, deterministic: bool = True, key: Any = None) -> np.ndarray:
+        """Action(s) for one observation or a batch (numpy in, numpy out), from seed ``policy_seed``."""
+        self._check_fitted("predict")
+        obs_shape = tuple(self.env_spaces_["obs_shape"])
+        x = np.asarray(obs, dtype=np.float32)
+        single = x.shape == obs_shape
+        if single:
+            x = x[None]
+        elif x.ndim != len(obs_shape) + 1 or x.shape[1:] != obs_shape:
+            raise ValueError(
+                f"observation has shape {np.asarray(obs).shape}, expected {obs_shape} (one observation) "
+                f"or (batch, {', '.join(map(str, obs_shape))})"
+            )
+        if not np.all(np.isfinite(x)):
+            raise ValueError("observation contains NaN or inf")
+        if key is None:
+            self._predict_calls = getattr(self, "_predict_calls", 0) + 1
+            key = jax.random.PRNGKey(hash((int(self.seed), self._predict_calls)) & 0x7FFFFFFF)
+        params, stats = self._seed_params()
+        act = _compiled_policy(self.config_, self._policy_env(), bool(deterministic))
+        action = np.asarray(act(params, stats, jnp.asarray(x), key))
+        return action[0] if single else action
+
+    def _policy_env(self) -> JaxEnv:
+        return self.env_
+
+    def evaluate(self, env: Any = None, n_episodes: int = 10, seed: int = 0) -> dict:
+        """Deterministic evaluation of every seed's policy.
+
+        Returns ``{"mean_return", "std_return", "returns"}`` with ``returns`` of shape
+        ``(n_seeds, n_episodes)`` and mean/std over all of them.
+        """
+        self._check_fitted("evaluate")
+        if not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
+            raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")
+        if env is None:
+            env = self.env_ if getattr(self.env_, "reset", None) is not None else self.env_id_
+        env_adapter = make_env(env)
+        self._check_same_spaces(env_adapter)
+        if not isinstance(env_adapter, JaxEnv):
+            from agents import host
+
+            returns = host.evaluate_host(self, env_adapter, int(n_episodes), int(seed))
+        else:
+            evaluate = _compiled_evaluate(self.config_, env_adapter, int(n_episodes))
+            returns = np.asarray(evaluate(self.params_, self.obs_stats_, jax.random.PRNGKey(int(seed))))
+        return {"mean_return": float(returns.mean()), "std_return": float(returns.std()), "returns": returns}
+
+    def score(self, env: Any = None, n_episodes: int = 10, seed: int = 0) -> float:
+        """Mean evaluation return over all seeds (scikit-learn's ``score`` convention: higher is better)."""
+        return self.evaluate(env, n_episodes=n_episodes, seed=seed)["mean_return"]
+
+    def _check_same_spaces(self, env_adapter) -> None:
+        spaces = env_adapter.spaces()
+        if spaces != self.env_spaces_:
+            raise ValueError(
+                f"environment {env_adapter.id!r} has spaces {spaces}, but this agent was trained on "
+                f"{self.env_id_!r} with spaces {self.env_spaces_}; evaluate on an environment with the same spaces"
+            )
+
+    # -- files ----------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> os.PathLike:
+        """Save to a versioned, pickle-free file (atomic write). Load with ``MirrorAgent.load``."""
+        from agents.checkpoint import save_agent
+
+        self._check_fitted("save")
+        return save_agent(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> MirrorAgent:
+        from agents.checkpoint import load_agent
+
+        return load_agent(path)
+
+
+class PPO(MirrorAgent):
+    """PPO: Mirror Learning with the clip drift ``ReLU((r - clip(r, 1 - eps, 1 + eps)) A)``."""
+
+    def __init__(self, eps: float = 0.2, **kwargs: Any):
+        super().__init__(drift=None, **kwargs)
+        self.eps = eps
+
+    def make_drift(self) -> Drift:
+        return ppo(self.eps)
+
+
+class DPO(MirrorAgent):
+    """Discovered Policy Optimisation (the paper's eq. 9; ``alpha = 2``, ``beta = 0.6``)."""
+
+    def __init__(self, alpha: float = 2.0, beta: float = 0.6, **kwargs: Any):
+        super().__init__(drift=None, **kwargs)
+        self.alpha = alpha
+        self.beta = beta
+
+    def make_drift(self) -> Drift:
+        return dpo(self.alpha, self.beta)
+
+
+class LPO(MirrorAgent):
+    """Learnt Policy Optimisation: a meta-learned drift network (the package's shipped one by default)."""
+
+    def __init__(self, drift_file: str | os.PathLike | None = None, **kwargs: Any):
+        super().__init__(drift=None, **kwargs)
+        self.drift_file = drift_file
+
+    def make_drift(self) -> Drift:
+        return get_drift(self.drift_file) if self.drift_file is not None else get_drift("lpo")
+
+
+# -- helpers shared by the estimators -------------------------------------------------------------------
+def verify_drift(drift: Drift) -> None:
+    """Raise :class:`DriftConditionError` naming the violated condition if ``drift`` is not valid."""
+    from drifts.checks import check_drift
+
+    report = _cached_check(drift)
+    if report is None:
+        report = check_drift(drift)
+        _remember_check(drift, report)
+    if not report.valid:
+        raise DriftConditionError(
+            f"drift {drift.name!r} violates the drift conditions, so Mirror Learning's guarantees do not hold:\n"
+            f"{report}\nFix the drift, or pass check_drift=False to train with it anyway."
+        )
+
+
+_CHECK_CACHE: dict[Any, Any] = {}
+
+
+def _drift_key(drift: Drift):
+    leaves = [np.asarray(x).tobytes() for x in jax.tree_util.tree_leaves(drift.params)]
+    return (drift.fn, drift.temporal, tuple(leaves))
+
+
+def _cached_check(drift: Drift):
+    return _CHECK_CACHE.get(_drift_key(drift))
+
+
+def _remember_check(drift: Drift, report) -> None:
+    if len(_CHECK_CACHE) > 256:
+        _CHECK_CACHE.clear()
+    _CHECK_CACHE[_drift_key(drift)] = report
+
+
+def _raise_if_diverged(history: dict, params, drift: Drift) -> None:
+    loss = history["loss"]
+    bad = ~np.isfinite(loss)
+    params_ok = all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree_util.tree_leaves(params))
+    if bad.any() or not params_ok:
+        if bad.any():
+            seed, update = np.argwhere(bad)[np.argmin(np.argwhere(bad)[:, 1])]
+            where = f"first at update {int(update) + 1} of seed {int(seed)}"
+        else:
+            where = "in the final parameters"
+        raise TrainingDivergedError(
+            f"training diverged: NaN/inf in the loss or parameters ({where}). Likely causes: a drift "
+            f"({drift.name!r}) that is not finite for some ratios (e.g. log of r <= 0 or overflow), a learning "
+            "rate that is too high, or unnormalised observations/rewards; nothing was kept as a trained agent."
+        )
+
+
+# Compiled functions are cached so repeated fits with the same configuration (seeds sweeps, tests,
+# comparisons) compile once. Keys hold the config, the env adapter, the drift's function and sizes.
+_PROGRESS_SINK: list = [None]
+
+
+def _progress_callback(update_index, episode_return) -> None:
+    sink = _PROGRESS_SINK[0]
+    if sink is not None:
+        sink(update_index, episode_return)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_train(config: PPOConfig, env: JaxEnv, drift_fn: Any, temporal: bool, n_seeds: int, progress: bool):
+    # Only the drift's function and arity shape the compiled code; its params are a traced argument.
+    drift = Drift("compiled", drift_fn, None, temporal=temporal)
+    init, update = make_train_parts(config, env, drift)
+    every = max(1, config.num_updates // 200)
+
+    def train(keys, drift_params):
+        state = jax.vmap(init, in_axes=(0, None))(keys, drift_params)
+
+        def body(state, i):
+            state, metrics = jax.vmap(update, in_axes=(0, None))(state, drift_params)
+            if progress:
+                jax.lax.cond(
+                    (i % every == 0) | (i == config.num_updates - 1),
+                    lambda: jax.debug.callback(_progress_callback, i, metrics["episode_return"]),
+                    lambda: None,
+                )
+            return state, metrics
+
+        state, metrics = jax.lax.scan(body, state, jnp.arange(config.num_updates))
+        metrics = jax.tree_util.tree_map(lambda m: jnp.swapaxes(m, 0, 1), metrics)  # seed axis first
+        return state.params, state.obs_stats, metrics
+
+    return jax.jit(train)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_policy(config: PPOConfig, env: JaxEnv, deterministic: bool):
+    act = make_policy_fn(config, env)
+    return jax.jit(lambda params, stats, obs, key: act(params, stats, obs, key, deterministic))
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_evaluate(config: PPOConfig, env: JaxEnv, n_episodes: int):
+    evaluate = make_evaluate(config, env, n_episodes)
+    return jax.jit(jax.vmap(evaluate, in_axes=(0, 0, None)))

@@ -1,0 +1,3 @@
+from mirrorlearn.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,170 @@
+"""The ``mirrorlearn`` command line: train | compare | meta-train | distill | check-drift | plot-drift."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+
+def _out_dir(path: str | None, command: str) -> Path:
+    out = Path(path) if path else Path("runs") / f"{command}-{datetime.now():%Y%m%d-%H%M%S}"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _agent_for(drift: str, args) -> object:
+    from agents.estimators import DPO, LPO, PPO, MirrorAgent
+
+    kwargs = dict(total_timesteps=args.timesteps, n_seeds=args.seeds, seed=args.seed, progress=not args.quiet)
+    classes = {"ppo": PPO, "dpo": DPO, "lpo": LPO}
+    if drift.lower() in classes:
+        return classes[drift.lower()](**kwargs)
+    return MirrorAgent(drift=drift, **kwargs)
+
+
+def _train_one(drift: str, args, out: Path) -> dict:
+    from mirrorlearn.reporting import smooth_returns
+
+    agent = _agent_for(drift, args)
+    start = time.perf_counter()
+    agent.fit(args.env)
+    seconds = time.perf_counter() - start
+    ev = agent.evaluate(n_episodes=args.eval_episodes, seed=args.seed + 10_000)
+    per_seed = ev["returns"].mean(axis=1)
+    name = agent.drift_.name
+    agent.save(out / f"{name}.agent.npz")
+    curve = smooth_returns(agent.history_["episode_return"])
+    return {
+        "drift": name,
+        "env": agent.env_id_,
+        "seeds": int(agent.n_seeds_),
+        "timesteps": int(agent.num_timesteps_),
+        "eval_mean": float(per_seed.mean()),
+        "eval_stderr": float(per_seed.std(ddof=1) / np.sqrt(len(per_seed))) if len(per_seed) > 1 else 0.0,
+        "eval_per_seed": per_seed.tolist(),
+        "final_train_return": float(np.nanmean(curve[:, -1])),
+        "fit_seconds": seconds,
+        "steps_per_second": agent.num_timesteps_ * agent.n_seeds_ / seconds,
+        "curve_x": agent.history_["timesteps"].tolist(),
+        "curve_y": curve.tolist(),
+        "agent_file": str(out / f"{name}.agent.npz"),
+    }
+
+
+def _add_training_args(p: argparse.ArgumentParser, default_steps: int) -> None:
+    p.add_argument("--env", default="CartPole-v1", help="environment id (gymnax, 'brax:NAME', 'gymnasium:ID')")
+    p.add_argument("--timesteps", type=int, default=default_steps, help="environment steps per seed")
+    p.add_argument("--seeds", type=int, default=4, help="independent seeds, trained in one vmapped call")
+    p.add_argument("--seed", type=int, default=0, help="base random seed")
+    p.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes per seed")
+    p.add_argument("--out", default=None, help="output folder (default: runs/<command>-<time>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _write_outputs(results: list[dict], out: Path, title: str) -> None:
+    from mirrorlearn.reporting import format_table, plot_learning_curves
+
+    curves = {r["drift"]: (np.asarray(r["curve_x"]), np.asarray(r["curve_y"])) for r in results}
+    fig = plot_learning_curves(curves, title=title)
+    fig.savefig(out / "learning_curves.png", dpi=120)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    rows = [
+        {
+            "drift": r["drift"],
+            "env": r["env"],
+            "seeds": r["seeds"],
+            "eval return (mean ± s.e.)": f"{r['eval_mean']:.1f} ± {r['eval_stderr']:.1f}",
+            "final train return": r["final_train_return"],
+            "fit s (incl. compile)": r["fit_seconds"],
+            "steps/s (all seeds)": f"{r['steps_per_second']:,.0f}",
+        }
+        for r in results
+    ]
+    print(format_table(rows, list(rows[0])))
+
+
+def cmd_train(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mirrorlearn train", description="Train an agent with one drift over several seeds.")
+    p.add_argument("--drift", default="dpo", help="ppo | dpo | lpo | a drift file | an expression in r and A")
+    _add_training_args(p, 500_000)
+    args = p.parse_args(argv)
+    out = _out_dir(args.out, "train")
+    results = [_train_one(args.drift, args, out)]
+    _write_outputs(results, out, f"{args.drift} on {args.env}")
+    print(f"outputs written to {out}")
+    return 0
+
+
+def cmd_compare(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="mirrorlearn compare",
+        description="Train several drifts on one environment (default: PPO vs DPO on CartPole-v1, 4 seeds) "
+        "and write a table, results.json and learning_curves.png.",
+    )
+    p.add_argument("--drifts", nargs="+", default=["ppo", "dpo"], help="drifts to compare")
+    _add_training_args(p, 500_000)
+    args = p.parse_args(argv)
+    out = _out_dir(args.out, "compare")
+    results = [_train_one(d, args, out) for d in args.drifts]
+    _write_outputs(results, out, f"{' vs '.join(args.drifts)} on {args.env}")
+    print(f"outputs written to {out}")
+    return 0
+
+
+def _delegate(module: str, function: str, extra: str):
+    def run(argv: list[str]) -> int:
+        import importlib
+
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as err:
+            print(f"this command needs {extra}: {err}", file=sys.stderr)
+            return 2
+        return int(getattr(mod, function)(argv) or 0)
+
+    return run
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "compare": cmd_compare,
+    "meta-train": _delegate("metalearn.cli", "main", "the meta extra (pip install 'mirrorlearn[meta]')"),
+    "distill": _delegate("distill.cli", "main", "the sr extra (pip install 'mirrorlearn[sr]')"),
+    "check-drift": _delegate("drifts.cli", "check_drift_main", "sympy"),
+    "plot-drift": _delegate("drifts.cli", "plot_drift_main", "matplotlib"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: mirrorlearn {" + ",".join(COMMANDS) + "} [--help] ...\n\n"
+              "  train        train an agent with one drift (JSON, PNG, saved agents)\n"
+              "  compare      train and compare drifts side by side (default PPO vs DPO on CartPole-v1)\n"
+              "  meta-train   discover a drift with evolution strategies (LPO)\n"
+              "  distill      distil a drift into a closed-form expression\n"
+              "  check-drift  check the three drift conditions (numeric and symbolic)\n"
+              "  plot-drift   picture what a drift does to the policy update")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(command, list(COMMANDS), n=1)
+        print(f"unknown command {command!r}" + (f"; did you mean {close[0]!r}?" if close else ""), file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[command](rest)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
+        print(f"mirrorlearn {command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

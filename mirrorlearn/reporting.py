@@ -1,0 +1,63 @@
+"""Learning curves and tables shared by the command line, benchmarks and notebooks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+
+def smooth_returns(episode_return: np.ndarray, window: int = 10) -> np.ndarray:
+    """NaN-aware trailing mean over updates (updates with no finished episode hold NaN).
+
+    ``episode_return`` has shape ``(n_seeds, n_updates)``; the result has the same shape and carries
+    the last finite value forward where a window holds no finished episode.
+    """
+    x = np.asarray(episode_return, dtype=np.float64)
+    out = np.full_like(x, np.nan)
+    for s in range(x.shape[0]):
+        last = np.nan
+        for i in range(x.shape[1]):
+            w = x[s, max(0, i - window + 1): i + 1]
+            w = w[np.isfinite(w)]
+            if w.size:
+                last = float(w.mean())
+            out[s, i] = last
+    return out
+
+
+def plot_learning_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "", ylabel: str = "episode return"):
+    """One line per label: mean over seeds with a standard-error band. ``curves[label] = (x, y[seed, t])``."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    for label, (x, y) in curves.items():
+        y = np.asarray(y, dtype=np.float64)
+        mean = np.nanmean(y, axis=0)
+        n = np.sum(np.isfinite(y), axis=0).clip(min=1)
+        se = np.nanstd(y, axis=0) / np.sqrt(n)
+        ax.plot(x, mean, label=f"{label} (n={y.shape[0]})")
+        ax.fill_between(x, mean - se, mean + se, alpha=0.25)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def format_table(rows: list[Mapping], columns: list[str]) -> str:
+    """A plain-text table (also valid Markdown)."""
+    cells = [[_fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    line = "| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    body = ["| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |" for row in cells]
+    return "\n".join([line, sep, *body])
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3g}"
+    return str(value)

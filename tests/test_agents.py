@@ -1,0 +1,161 @@
+"""The PPO core and the estimators: training, determinism, files, scikit-learn conventions, bad input."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agents import PPOConfig, make_env, make_train
+from agents.estimators import DPO, PPO, MirrorAgent, NotFittedError, TrainingDivergedError
+from drifts import dpo, ppo
+from mirrorlearn._archive import ArchiveError
+
+SMALL = dict(total_timesteps=20_480, n_seeds=2, seed=3, check_drift=False)  # TEMP
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return DPO(**SMALL).fit("CartPole-v1")
+
+
+def test_fit_returns_self_and_learns(fitted):
+    h = fitted.history_
+    assert h["episode_return"].shape == (2, 40) and h["timesteps"].shape == (40,)
+    early = np.nanmean(h["episode_return"][:, :5])
+    late = np.nanmean(h["episode_return"][:, -10:])
+    assert late > early + 20, (early, late)  # learning happens even at this tiny budget
+
+
+def test_evaluate_covers_all_seeds(fitted):
+    ev = fitted.evaluate(n_episodes=3, seed=1)
+    assert ev["returns"].shape == (2, 3)
+    assert ev["mean_return"] == pytest.approx(float(ev["returns"].mean()))
+    assert fitted.score(n_episodes=3, seed=1) == pytest.approx(ev["mean_return"])
+
+
+def test_predict_single_and_batch(fitted):
+    obs = np.zeros((5, 4), np.float32)
+    actions = fitted.predict(obs)
+    assert actions.shape == (5,) and set(np.unique(actions)) <= {0, 1}
+    assert np.ndim(fitted.predict(obs[0])) == 0
+    with pytest.raises(ValueError, match=r"expected \(4,\)"):
+        fitted.predict(np.zeros((3,)))
+
+
+def test_same_seed_bitwise_identical_and_seeds_differ():
+    a = PPO(**SMALL).fit("CartPole-v1")
+    b = PPO(**SMALL).fit("CartPole-v1")
+    for x, y in zip(jax.tree_util.tree_leaves(a.params_), jax.tree_util.tree_leaves(b.params_), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    leaf = np.asarray(jax.tree_util.tree_leaves(a.params_)[0])
+    assert not np.array_equal(leaf[0], leaf[1])  # the two seeds are independent runs
+
+
+def test_save_load_identical_predictions(fitted, tmp_path):
+    path = fitted.save(tmp_path / "agent.npz")
+    loaded = MirrorAgent.load(path)
+    assert type(loaded) is DPO and loaded.get_params() == fitted.get_params()
+    obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict(obs), fitted.predict(obs))
+    for k, v in fitted.history_.items():
+        np.testing.assert_array_equal(loaded.history_[k], v)
+    assert loaded.evaluate(n_episodes=2)["returns"].shape == (2, 2)
+
+
+def test_bad_files_are_refused(fitted, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        MirrorAgent.load(tmp_path / "missing.npz")
+    path = fitted.save(tmp_path / "agent.npz")
+    data = path.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ArchiveError, match="truncated"):
+        MirrorAgent.load(tmp_path / "cut.npz")
+    # a file from a future format version
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays.pop("__meta__").tobytes())
+    meta["format_version"] = 99
+    from mirrorlearn._archive import write_archive
+
+    write_archive(tmp_path / "future.npz", meta, arrays)
+    with pytest.raises(ArchiveError, match="newer than this mirrorlearn"):
+        MirrorAgent.load(tmp_path / "future.npz")
+
+
+def test_save_is_atomic_and_never_pickles(fitted, tmp_path, monkeypatch):
+    path = fitted.save(tmp_path / "agent.npz")
+    before = path.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken)
+    with pytest.raises(OSError):
+        fitted.save(path)
+    assert path.read_bytes() == before  # the old file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["agent.npz"]  # no temp files left behind
+
+
+def test_sklearn_conventions(fitted):
+    from sklearn.base import clone
+
+    c = clone(fitted)
+    assert c.get_params() == fitted.get_params() and not hasattr(c, "params_")
+    c.set_params(alpha=3.0, n_seeds=1)
+    assert c.alpha == 3.0
+    with pytest.raises(ValueError, match="invalid parameter"):
+        c.set_params(alpah=1.0)
+    assert "alpha" in DPO().get_params() and "drift" not in DPO().get_params()
+    assert "drift" in MirrorAgent().get_params()
+
+
+def test_not_fitted_errors():
+    with pytest.raises(NotFittedError, match="call fit"):
+        PPO().predict(np.zeros(4))
+    with pytest.raises(NotFittedError):
+        PPO().evaluate("CartPole-v1")
+
+
+def test_unknown_env_suggests_close_match():
+    with pytest.raises(ValueError, match="CartPole-v1"):
+        PPO().fit("CartPole-v2")
+
+
+def test_inconsistent_budgets_name_the_numbers():
+    with pytest.raises(ValueError, match=r"4 x 128 = 512.*num_minibatches = 3"):
+        PPO(num_minibatches=3).fit("CartPole-v1")
+    with pytest.raises(ValueError, match="total_timesteps"):
+        PPO(total_timesteps=-5).fit("CartPole-v1")
+    with pytest.raises(ValueError, match="n_seeds"):
+        PPO(n_seeds=0).fit("CartPole-v1")
+
+
+def test_divergence_is_reported_with_the_update():
+    def bad_drift(r, A):
+        return jnp.where(r > 0, jnp.log(r - 2.0) ** 2 * 0 + jnp.nan * (r - 1) ** 2, 0.0)
+
+    agent = MirrorAgent(drift=bad_drift, total_timesteps=2_048, check_drift=False)
+    with pytest.raises(TrainingDivergedError, match="update 1 of seed 0"):
+        agent.fit("CartPole-v1")
+    assert not hasattr(agent, "params_")
+
+
+def test_make_train_is_pure_and_vmappable_over_drift_params():
+    env = make_env("CartPole-v1")
+    config = PPOConfig(total_timesteps=1_024, num_envs=2, num_steps=64, num_minibatches=2, update_epochs=1)
+    train = make_train(config, env, dpo())
+    population = {"alpha": jnp.array([1.0, 2.0, 3.0]), "beta": jnp.array([0.3, 0.6, 0.9])}
+    out = jax.jit(jax.vmap(train, in_axes=(None, 0)))(jax.random.PRNGKey(0), population)
+    assert out.metrics["loss"].shape == (3, config.num_updates)
+    assert np.isfinite(np.asarray(out.metrics["loss"])).all()
+
+
+def test_ppo_drift_policy_loss_equals_clip_objective():
+    from agents.core import policy_loss
+
+    r = jnp.linspace(0.5, 1.6, 23)
+    A = jnp.linspace(-2, 2, 23)
+    clip = -jnp.mean(jnp.minimum(r * A, jnp.clip(r, 0.8, 1.2) * A))
+    assert float(policy_loss(ppo(), ppo().params, r, A, 0.0)) == pytest.approx(float(clip), abs=1e-6)
