@@ -166,6 +166,46 @@ def make_train_parts(config: PPOConfig, env: JaxEnv, drift: Drift) -> tuple[Call
                                 truncated.astype(jnp.float32), final_obs, finished)
         return (params, env_state, next_obs, stats, ep_ret, key), transition
 
+    learn = make_learner(config, env, drift)
+
+    def update(state: RunnerState, drift_params):
+        t = state.update.astype(jnp.float32) / config.num_updates
+        carry = (state.params, state.env_state, state.obs, state.obs_stats, state.episode_return, state.key)
+        (_, env_state, obs, _, ep_ret, key), traj = jax.lax.scan(env_step, carry, None, n_steps)
+
+        stats = state.obs_stats
+        if config.normalize_obs:
+            stats = stats.update(_unnormalized_rollout_obs(traj, state))
+        params, opt_state, key, metrics = learn(
+            state.params, state.opt_state, key, traj, obs, state.obs_stats, drift_params, t
+        )
+        n_finished = jnp.sum(traj.done)
+        metrics["episode_return"] = jnp.where(
+            n_finished > 0, jnp.sum(traj.finished_return) / jnp.maximum(n_finished, 1), jnp.nan
+        )
+        metrics["episodes"] = n_finished
+        new_state = RunnerState(params, opt_state, env_state, obs, stats, ep_ret, key, state.update + 1)
+        return new_state, metrics
+
+    return init, update
+
+
+def make_learner(config: PPOConfig, env: JaxEnv, drift: Drift) -> Callable:
+    """``learn(params, opt_state, key, traj, last_obs, obs_stats, drift_params, t)``: one PPO update from a rollout.
+
+    The learning half of an update (truncation bootstrapping, GAE, epochs of minibatch steps), split
+    from the rollout so that the jitted scan and the host-stepped Gymnasium path share one function.
+    ``traj`` is a :class:`Transition` of ``(num_steps, num_envs)`` arrays whose ``obs`` are already
+    prepared (normalised, reshaped) with ``obs_stats``; ``last_obs`` and ``traj.final_obs`` are raw.
+    Returns ``(params, opt_state, key, metrics)`` with the mean loss terms.
+    """
+    network = make_network(config, env)
+    optimizer = make_optimizer(config)
+    spec = env.action_spec
+
+    def prep(obs, stats):
+        return nets.flatten_obs(normalize(obs, stats, config.normalize_obs), env.obs_shape, config.network)
+
     def loss_fn(params, batch, drift_params, t):
         x, action, old_logp, old_value, adv, target = batch
         pi, value = network.apply(params, x)
@@ -189,20 +229,11 @@ def make_train_parts(config: PPOConfig, env: JaxEnv, drift: Drift) -> tuple[Call
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def update(state: RunnerState, drift_params):
-        t = state.update.astype(jnp.float32) / config.num_updates
-        carry = (state.params, state.env_state, state.obs, state.obs_stats, state.episode_return, state.key)
-        (_, env_state, obs, _, ep_ret, key), traj = jax.lax.scan(env_step, carry, None, n_steps)
-
-        stats = state.obs_stats
-        if config.normalize_obs:
-            raw = traj.obs if config.network == "minatar" else None
-            del raw
-            stats = stats.update(_unnormalized_rollout_obs(traj, state))
-        last_value = network.apply(state.params, prep(obs, state.obs_stats), method=network.value)
+    def learn(params, opt_state, key, traj: Transition, last_obs, obs_stats, drift_params, t):
+        last_value = network.apply(params, prep(last_obs, obs_stats), method=network.value)
         rewards = traj.reward
         if config.bootstrap_truncation:
-            final_value = network.apply(state.params, prep(traj.final_obs, state.obs_stats), method=network.value)
+            final_value = network.apply(params, prep(traj.final_obs, obs_stats), method=network.value)
             rewards = rewards + config.gamma * final_value * traj.truncated
         adv, targets = gae(traj.value, rewards, traj.done, last_value, config.gamma, config.gae_lambda)
 
@@ -230,19 +261,10 @@ def make_train_parts(config: PPOConfig, env: JaxEnv, drift: Drift) -> tuple[Call
             (params, opt_state), aux = jax.lax.scan(minibatch, (params, opt_state), minibatches)
             return (params, opt_state, key), aux
 
-        (params, opt_state, key), aux = jax.lax.scan(
-            epoch, (state.params, state.opt_state, key), None, config.update_epochs
-        )
-        n_finished = jnp.sum(traj.done)
-        metrics = {k: jnp.mean(v) for k, v in aux.items()}
-        metrics["episode_return"] = jnp.where(
-            n_finished > 0, jnp.sum(traj.finished_return) / jnp.maximum(n_finished, 1), jnp.nan
-        )
-        metrics["episodes"] = n_finished
-        new_state = RunnerState(params, opt_state, env_state, obs, stats, ep_ret, key, state.update + 1)
-        return new_state, metrics
+        (params, opt_state, key), aux = jax.lax.scan(epoch, (params, opt_state, key), None, config.update_epochs)
+        return params, opt_state, key, {k: jnp.mean(v) for k, v in aux.items()}
 
-    return init, update
+    return learn
 
 
 def _unnormalized_rollout_obs(traj: Transition, state: RunnerState) -> jax.Array:
