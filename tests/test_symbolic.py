@@ -1,0 +1,171 @@
+"""Symbolic drifts: safe parsing, proofs (and no false proofs), conversions, agreement with numeric checks."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import sympy as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from drifts import Drift, dpo, get_drift, ppo
+from drifts.checks import check_drift
+from drifts.symbolic import (
+    A,
+    check_drift_symbolic,
+    dpo_expression,
+    from_closed_form,
+    parse_expression,
+    r,
+    to_jax,
+    to_sympy,
+)
+
+FAST = {"grid": (201, 101), "n_identity": 401, "n_grad_A": 61, "search_iters": 30}
+
+HOSTILE = [
+    "__import__('os').system('touch /tmp/pwned_by_drift')",
+    "().__class__.__bases__[0].__subclasses__()",
+    "r.__class__", "getattr(r, 'func')", "lambda: 1", "[x for x in ()]", "open('/etc/passwd')",
+    "exec('1')", "eval('1')", "sympify('r')", "r if A else 1", "Max(r, key=1)", "Max(*r)", "A[0]", "r; 1",
+    "'r'", "x + 1", "os.system", "9**9**9**9", "10**10**10", "r**(A**99999)", "2**r**1000", "1e999",
+    "(" * 200 + "r" + ")" * 200, "1" * 500, "r @ A", "r // 2", "r % 2", "{}", "Symbol('x')", "Function('f')(r)",
+    "Piecewise(r)", "True", "~r", "r > 1", "1/0", "", "   ", "r" * 5000,
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_input_refused_without_side_effects(text, tmp_path):
+    with pytest.raises(ValueError):
+        parse_expression(text)
+    import os
+
+    assert not os.path.exists("/tmp/pwned_by_drift")
+
+
+def test_parser_builds_exact_sympy():
+    e = parse_expression("Piecewise((Max(0, (r-1)*A - 2*tanh((r-1)*A/2)), A >= 0), (Max(0, log(r)*A - 0.6*tanh(log(r)*A/0.6)), True))")
+    assert sp.simplify(e - dpo_expression()) == 0
+    assert parse_expression("relu(r - 1)") == sp.Max(0, r - 1)
+    assert parse_expression("1e-6") == sp.Rational(1, 10**6)
+    assert parse_expression("where(A >= 0, r, 1)") == sp.Piecewise((r, A >= 0), (1, True))
+    assert parse_expression("clip(r, 0.8, 1.2)") == sp.Min(sp.Max(r, sp.Rational(4, 5)), sp.Rational(6, 5))
+
+
+def test_plain_sympy_symbols_are_rebound():
+    x, a = sp.symbols("r A")
+    rep = check_drift_symbolic(sp.Max(0, (x - 1) ** 2 * a**2))
+    assert rep.valid is True
+    with pytest.raises(ValueError, match="unknown symbol"):
+        check_drift_symbolic(sp.Symbol("q") * x)
+
+
+@pytest.mark.parametrize("drift", [ppo(), dpo(), ppo(0.1), dpo(1.0, 0.3)])
+def test_closed_forms_proved(drift):
+    rep = check_drift_symbolic(to_sympy(drift))
+    assert rep.valid is True, str(rep)
+    assert all(c.proved for c in rep.conditions.values())
+    assert from_closed_form(drift) == to_sympy(drift)
+
+
+def test_dpo_closed_form_matches_jax_drift():
+    d = to_jax(to_sympy(dpo()))
+    rv, av = np.meshgrid(np.exp(np.linspace(-1.5, 1.5, 31)), np.linspace(-5, 5, 21))
+    np.testing.assert_allclose(d(jnp.asarray(rv), jnp.asarray(av)), dpo()(rv, av), atol=1e-5)
+    e = to_jax(to_sympy(ppo()))
+    np.testing.assert_allclose(e(jnp.asarray(rv), jnp.asarray(av)), ppo()(rv, av), atol=1e-5)
+
+
+@pytest.mark.parametrize("text,refuted", [
+    ("Abs(r - 1)", "zero_grad_at_identity"),
+    ("Max(0, r - 1)", "zero_grad_at_identity"),
+    ("Max(0, 1 - r) * A**2", "zero_grad_at_identity"),
+    ("(r - 1)**2 + 1e-6", "zero_at_identity"),
+    ("(r - 1)**2 + 1e-4*Max(0, A - 4)", "zero_at_identity"),
+    ("Piecewise(((r - 1)**2, A >= 0), (Max(0, r - 1)*A**2, True))", "zero_grad_at_identity"),
+    ("Max(0, (r - 1)*(A - 1))", "zero_grad_at_identity"),
+])
+def test_invalid_expressions_refuted_with_counterexample(text, refuted):
+    rep = check_drift_symbolic(text, **FAST)
+    assert rep.valid is False
+    c = rep.conditions[refuted]
+    assert c.refuted and not c.proved and c.counterexample["r"] == 1.0
+    assert refuted in str(rep)
+
+
+def test_negative_far_from_identity_refuted_numerically():
+    rep = check_drift_symbolic("(r - 1)**2 * A**2 * 1/1000 - Max(0, log(r) - 1.4) * A", **FAST)
+    c = rep.conditions["nonnegative"]
+    assert rep.valid is False and c.refuted and not c.proved and "numeric" in c.method
+    assert np.log(c.counterexample["r"]) > 1.4
+
+
+def test_never_proved_without_proof():
+    # non-negative (x^4 - x^2 + 1/4 = (x^2 - 1/2)^2) but not in a form the structural rules recognise
+    rep = check_drift_symbolic("(r - 1)**2 * ((r - 1)**4 - (r - 1)**2 + 1/4)", **FAST)
+    c = rep.conditions["nonnegative"]
+    assert not c.refuted
+    assert c.proved is False or "structure" in c.method
+    assert rep.conditions["zero_at_identity"].proved and rep.conditions["zero_grad_at_identity"].proved
+
+
+def test_known_inequalities_and_temporal():
+    assert check_drift_symbolic("A**2 * (r - 1 - log(r))").valid is True
+    assert check_drift_symbolic("Max(0, (r - 1)*A - 2*tanh((r - 1)*A/2))").valid is True
+    rep = check_drift_symbolic("t * (r - 1)**2 * Abs(A)")
+    assert rep.valid is True
+    assert to_jax("t * (r - 1)**2").temporal
+
+
+def test_expression_drift_file_roundtrip(tmp_path):
+    d = to_jax("Piecewise(((r - 1)**2 * A, A >= 0), (Max(0, log(r)*A)**2, True))")
+    assert isinstance(d, Drift) and d.family == "expression"
+    e = get_drift(d.save(tmp_path / "e.drift"))
+    rv, av = jnp.linspace(0.3, 3.0, 9), jnp.linspace(-4.0, 4.0, 9)
+    np.testing.assert_array_equal(np.asarray(e(rv, av)), np.asarray(d(rv, av)))
+    assert e.kwargs["expr"] == d.kwargs["expr"]
+
+
+# ---- numeric and symbolic verdicts agree on a generated family ----------------------------------------
+# f = c1 (r-1)^2 g(A) + c2 (r-1) A + c3 (+ optional Max(0, .) wrap): valid iff c2 = 0, c3 = 0 (c1 >= 0)
+GS = ["A**2", "Abs(A)", "exp(A)", "1"]
+
+
+@settings(max_examples=8, deadline=None)
+@given(c1=st.integers(0, 3), c2=st.sampled_from([0, 0, 1, -2]), c3=st.sampled_from([0, 0, 1]),
+       g=st.sampled_from(GS), wrap=st.booleans())
+def test_numeric_and_symbolic_agree(c1, c2, c3, g, wrap):
+    text = f"{c1}*(r - 1)**2*{g} + {c2}*(r - 1)*A + {c3}/1000"
+    if wrap:
+        text = f"Max(0, {text})"
+    sym = check_drift_symbolic(text, numeric=False)
+    expected = c2 == 0 and c3 == 0
+    assert (sym.valid is True) == expected, str(sym)
+    if sym.valid is False:
+        assert not expected
+    # the numeric verdict of the same expression as a parameterised drift (one compiled check)
+    num = check_drift(AGREE.with_params(_agree_params(c1, c2, c3, GS.index(g), wrap)), **FAST)
+    assert num.valid == expected, str(num)
+    if sym.valid is not None:
+        assert num.valid == sym.valid
+
+
+def _agree_fn(params, r_, A_):
+    g = jnp.stack([A_**2, jnp.abs(A_), jnp.exp(A_), jnp.ones_like(A_)])
+    g = jnp.tensordot(params["w"], g, axes=1)
+    f = params["c1"] * (r_ - 1.0) ** 2 * g + params["c2"] * (r_ - 1.0) * A_ + params["c3"] / 1000.0
+    return jnp.where(params["wrap"] > 0, jnp.maximum(0.0, f), f)
+
+
+AGREE = Drift("agree", _agree_fn, {})
+
+
+def _agree_params(c1, c2, c3, k, wrap):
+    return {"c1": jnp.asarray(float(c1)), "c2": jnp.asarray(float(c2)), "c3": jnp.asarray(float(c3)),
+            "w": jnp.eye(4)[k], "wrap": jnp.asarray(float(wrap))}
+
+
+@settings(max_examples=6, deadline=None)
+@given(c=st.integers(1, 9), p=st.sampled_from([2, 4]), g=st.sampled_from(GS))
+def test_valid_by_construction_proved(c, p, g):
+    rep = check_drift_symbolic(f"Max(0, {c}*(r - 1)**{p}*{g})", numeric=False)
+    assert rep.valid is True, str(rep)
