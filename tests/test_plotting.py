@@ -1,0 +1,75 @@
+"""Drift pictures and the check-drift / plot-drift command-line helpers."""
+
+import json
+
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+import pytest
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+
+from drifts import dpo, ppo
+from drifts.cli import check_drift_main, plot_drift_main
+from drifts.plotting import compare_drifts, objective_derivative, plot_drift
+
+
+def test_objective_derivative_of_ppo_is_clip_gradient():
+    d = objective_derivative(ppo(), np.array([-0.5, 0.0, 0.1, 0.5]), np.array([1.0, -1.0]))
+    # A = 1: gradient A inside the clip range and for r < 1 - eps; 0 above 1 + eps
+    np.testing.assert_allclose(d[0], [1.0, 1.0, 1.0, 0.0])
+    np.testing.assert_allclose(d[1], [0.0, -1.0, -1.0, -1.0])
+
+
+def test_plot_drift_returns_figure_with_centred_diverging_map():
+    import matplotlib.pyplot as plt
+
+    n_before = len(plt.get_fignums())
+    fig = plot_drift(dpo(), resolution=41)
+    assert isinstance(fig, Figure) and len(fig.axes) == 3  # heat map, slices, colour bar
+    mesh = fig.axes[0].collections[0]
+    assert isinstance(mesh.norm, TwoSlopeNorm) and mesh.norm.vcenter == 0.0
+    assert len(fig.axes[1].lines) >= 6
+    assert len(plt.get_fignums()) == n_before  # no pyplot state leaks
+
+
+def test_plot_accepts_callables_expressions_and_temporal(tmp_path):
+    plot_drift(lambda r, A: (r - 1.0) ** 2 * jnp.abs(A), resolution=21).savefig(tmp_path / "a.png")
+    plot_drift("Max(0, (r - 1)**2 * A**2)", resolution=21).savefig(tmp_path / "b.png")
+    assert (tmp_path / "a.png").stat().st_size > 1000
+
+
+def test_compare_drifts_side_by_side():
+    fig = compare_drifts([ppo(), dpo()], resolution=31)
+    assert len([ax for ax in fig.axes if ax.get_title().endswith("A)]")]) == 2
+    with pytest.raises(ValueError):
+        compare_drifts([])
+
+
+def test_cli_check_drift_writes_json(tmp_path, capsys):
+    assert check_drift_main(["Max(0, (r - 1)**2 * A**2)", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["valid"] and data["symbolic"]["valid"] is True
+    assert str(tmp_path) in capsys.readouterr().out
+    assert check_drift_main(["Abs(r - 1)", "--out", str(tmp_path / "bad")]) == 1
+    bad = json.loads((tmp_path / "bad" / "report.json").read_text())
+    assert not bad["numeric"]["conditions"]["zero_grad_at_identity"]["passed"]
+
+
+def test_cli_check_drift_rejects_hostile_text(tmp_path):
+    with pytest.raises(SystemExit, match="neither a drift name"):
+        check_drift_main(["__import__('os').system('true')", "--out", str(tmp_path)])
+
+
+def test_cli_plot_drift(tmp_path, capsys):
+    assert plot_drift_main(["ppo", "(r - 1)**2 * A**2", "--out", str(tmp_path), "--dpi", "40"]) == 0
+    files = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert "compare.png" in files and "drift_ppo.png" in files and len(files) == 3
+    assert str(tmp_path) in capsys.readouterr().out
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        plot_drift_main(["--help"])
+    assert exc.value.code == 0 and "--out" in capsys.readouterr().out
+    assert matplotlib.get_backend().lower() == "agg"
