@@ -142,7 +142,10 @@ def make_env(env: Any) -> Any:
             if prefix == "gymnax":
                 return _gymnax_by_id(rest)
             if prefix in _RESOLVERS:
-                return _RESOLVERS[prefix](rest)
+                try:
+                    return _RESOLVERS[prefix](rest)
+                except KeyError as err:  # the family was named, so a missing id is the user's error
+                    raise ValueError(err.args[0] if err.args else f"unknown {prefix} environment {rest!r}") from None
             raise ValueError(f"unknown environment family {prefix!r} in {env!r}; known: gymnax, {', '.join(_RESOLVERS)}")
         if env in _gymnax_ids():
             return _gymnax_by_id(env)
@@ -183,3 +186,14 @@ def _gymnax_by_id(env_id: str) -> JaxEnv:
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"unknown gymnax environment {env_id!r}.{hint}")
     return from_gymnax(env_id)
+
+
+def _register_builtin_families() -> None:
+    """Brax before Gymnasium, so that a bare id resolves gymnax, then Brax, then Gymnasium."""
+    from agents import brax_env, gymnasium_env
+
+    register_resolver("brax", brax_env.resolve)
+    register_resolver("gymnasium", gymnasium_env.resolve)
+
+
+_register_builtin_families()

@@ -251,7 +251,8 @@ class MirrorAgent:
         if not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
             raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")
         if env is None:
-            env = self.env_ if getattr(self.env_, "reset", None) is not None else self.env_id_
+            reusable = getattr(self.env_, "reset", None) is not None or getattr(self.env_, "make_vec", None)
+            env = self.env_ if reusable else self.env_id_
         env_adapter = make_env(env)
         self._check_same_spaces(env_adapter)
         if not isinstance(env_adapter, JaxEnv):

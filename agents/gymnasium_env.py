@@ -1,0 +1,376 @@
+"""Gymnasium environments: host-stepped vector envs, and Gymnasium's functional JAX envs in the scan.
+
+Three things a user may hand to ``fit``/``evaluate`` resolve here:
+
+* an id (``"gymnasium:HalfCheetah-v5"``, or a bare id that is neither gymnax nor Brax);
+* a ``gymnasium.Env`` instance, including a custom class from no registry;
+* a ``gymnasium.vector.VectorEnv`` (sync or async).
+
+They become a :class:`HostEnv`: the spaces, plus a factory of vector envs that the host-side
+training loop (``agents.host``) steps with a jitted policy. Every vector env we build uses Gymnasium
+1.x's ``SAME_STEP`` autoreset, so each ``step`` is a real transition and the last observation of an
+ended episode arrives in ``info["final_obs"]`` (needed to bootstrap on truncation). With the default
+``NEXT_STEP`` mode the step after a done returns the reset observation with reward 0 and must not be
+learnt from; rather than mask those steps we rebuild a user's vector env from its ``env_fns`` in
+``SAME_STEP`` mode.
+
+Gymnasium's own functional JAX environments (``phys2d/CartPole-v1``, ``phys2d/Pendulum-v0``, ...)
+are turned into a :class:`~agents.envs.JaxEnv` instead and train inside the jitted scan.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from agents.envs import ActionSpec, JaxEnv
+
+FAMILY = "gymnasium"
+
+
+class EnvStepError(RuntimeError):
+    """A Gymnasium environment raised during a rollout; the message names env, episode and step."""
+
+
+class UnsupportedSpaceError(ValueError):
+    """The observation or action space is one that mirrorlearn cannot learn on."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class HostEnv:
+    """A Gymnasium environment stepped on the host (a vector env) while the learner stays jitted.
+
+    ``make_vec(n)`` builds a vector env of ``n`` sub-environments with ``SAME_STEP`` autoreset, each
+    sub-environment wrapped so that an exception names the environment, episode and step. Identity
+    (``eq=False``) is the hash, so compiled policies are cached per adapter.
+    """
+
+    id: str
+    obs_shape: tuple[int, ...]
+    action_spec: ActionSpec
+    env_fns: tuple[Callable[[], Any], ...]     # one or more single-env factories (cycled over sub-envs)
+    max_episode_steps: int
+    preset: str = "classic"
+    vectorization: str = "sync"               # "sync" | "async"
+    family: str = FAMILY
+    discrete_start: int = 0
+
+    def spaces(self) -> dict:
+        return {"obs_shape": list(self.obs_shape), "action": self.action_spec.to_dict()}
+
+    def make_vec(self, n: int, vectorization: str | None = None):
+        """A fresh ``SAME_STEP`` vector env of ``n`` guarded sub-environments (the caller closes it)."""
+        import gymnasium as gym
+
+        fns = [_guarded(self.env_fns[i % len(self.env_fns)], self.id, i) for i in range(n)]
+        mode = vectorization or self.vectorization
+        same_step = gym.vector.AutoresetMode.SAME_STEP
+        if mode == "async":
+            # forkserver: forking a process that runs JAX threads can deadlock
+            return gym.vector.AsyncVectorEnv(fns, autoreset_mode=same_step, context="forkserver")
+        return gym.vector.SyncVectorEnv(fns, autoreset_mode=same_step)
+
+
+def _guarded(env_fn: Callable[[], Any], env_id: str, index: int) -> Callable[[], Any]:
+    def make():
+        return _StepGuard(env_fn(), env_id, index)
+
+    return make
+
+
+@functools.cache
+def _step_guard_class():
+    import gymnasium as gym
+
+    class StepGuard(gym.Wrapper):
+        """Re-raise any exception from ``reset``/``step`` as :class:`EnvStepError` with where it happened."""
+
+        def __init__(self, env, env_id: str, index: int):
+            super().__init__(env)
+            self._where = (env_id, index)
+            self._episode = 0
+            self._step = 0
+
+        def _fail(self, what: str, err: Exception):
+            env_id, index = self._where
+            raise EnvStepError(
+                f"environment {env_id!r} (sub-environment {index}) raised {type(err).__name__}: {err} "
+                f"in {what} at episode {self._episode}, step {self._step}; training stopped and nothing was saved"
+            ) from err
+
+        def reset(self, **kwargs):
+            self._episode += 1
+            self._step = 0
+            try:
+                return self.env.reset(**kwargs)
+            except EnvStepError:
+                raise
+            except Exception as err:  # noqa: BLE001 - any user env error is reported with its location
+                self._fail("reset()", err)
+
+        def step(self, action):
+            self._step += 1
+            try:
+                return self.env.step(action)
+            except EnvStepError:
+                raise
+            except Exception as err:  # noqa: BLE001
+                self._fail("step()", err)
+
+    return StepGuard
+
+
+def _StepGuard(env, env_id: str, index: int):  # noqa: N802 - a factory standing in for a class
+    return _step_guard_class()(env, env_id, index)
+
+
+# -- spaces --------------------------------------------------------------------------------------------
+_SUPPORTED = ("observations: Box (any shape); actions: Discrete (start 0) and Box. Wrap other observation "
+              "spaces with gymnasium.wrappers.FlattenObservation so that they become a Box")
+
+
+def obs_shape_from_space(space) -> tuple[int, ...]:
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Box):
+        return tuple(int(s) for s in space.shape) or (1,)
+    raise UnsupportedSpaceError(f"unsupported observation space {space!r}; mirrorlearn supports {_SUPPORTED}")
+
+
+def action_spec_from_space(space) -> tuple[ActionSpec, int]:
+    """The :class:`ActionSpec` of a Gymnasium action space (and a Discrete space's ``start``)."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Discrete):
+        return ActionSpec("discrete", n=int(space.n)), int(space.start)
+    if isinstance(space, spaces.Box):
+        shape = tuple(int(s) for s in space.shape) or (1,)
+        low = np.broadcast_to(np.asarray(space.low, np.float64), shape).reshape(-1)
+        high = np.broadcast_to(np.asarray(space.high, np.float64), shape).reshape(-1)
+        return ActionSpec("continuous", shape=shape, low=tuple(map(float, low)), high=tuple(map(float, high))), 0
+    raise UnsupportedSpaceError(f"unsupported action space {space!r}; mirrorlearn supports {_SUPPORTED}")
+
+
+def _check_discrete_start(space_start: int, space) -> None:
+    if space_start != 0:
+        raise UnsupportedSpaceError(
+            f"unsupported action space {space!r}: Discrete with start={space_start}; predict returns actions "
+            "0..n-1, so wrap the env (e.g. gymnasium.wrappers.TransformAction) to accept actions from 0"
+        )
+
+
+def _preset_for(env, spec: ActionSpec) -> str:
+    """MuJoCo-style (continuous-action) tasks get observation normalisation and reward scaling."""
+    return "continuous" if not spec.discrete else "classic"
+
+
+# -- resolving ids, envs and vector envs -----------------------------------------------------------------
+def resolve(env: Any, vectorization: str = "sync") -> Any:
+    """Resolver for ``agents.envs.make_env``: KeyError/TypeError when ``env`` is not Gymnasium's."""
+    if isinstance(env, HostEnv):
+        return env
+    if isinstance(env, str):
+        return from_id(env, vectorization=vectorization)
+    import gymnasium as gym
+
+    if isinstance(env, gym.vector.VectorEnv):
+        return from_vector_env(env)
+    if isinstance(env, gym.Env):
+        return from_env(env, vectorization=vectorization)
+    raise TypeError(f"not a Gymnasium environment: {type(env).__name__}")
+
+
+def from_id(env_id: str, vectorization: str = "sync") -> Any:
+    """A registered Gymnasium id: functional JAX envs become a :class:`JaxEnv`, others a :class:`HostEnv`.
+
+    An unknown id is a ``KeyError`` (so ``make_env`` can try the next family) carrying close matches.
+    """
+    import gymnasium as gym
+
+    try:
+        spec = gym.spec(env_id)
+    except gym.error.Error as err:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise KeyError(f"unknown Gymnasium environment {env_id!r} ({err}).{hint}") from None
+    try:
+        probe = gym.make(env_id)
+    except gym.error.DependencyNotInstalled as err:
+        raise ValueError(f"Gymnasium environment {env_id!r} needs an extra: {err}") from None
+    try:
+        func_env = getattr(probe.unwrapped, "func_env", None)
+        if func_env is not None and spec.vector_entry_point is not None:
+            return from_functional(func_env, f"gymnasium:{env_id}", spec.max_episode_steps or 1000)
+        obs_shape = obs_shape_from_space(probe.observation_space)
+        action_spec, start = action_spec_from_space(probe.action_space)
+        _check_discrete_start(start, probe.action_space)
+    finally:
+        probe.close()
+    return HostEnv(
+        id=f"gymnasium:{env_id}", obs_shape=obs_shape, action_spec=action_spec,
+        env_fns=(_MakeById(env_id),), max_episode_steps=int(spec.max_episode_steps or 0),
+        preset=_preset_for(None, action_spec), vectorization=vectorization,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _MakeById:
+    """A picklable factory (async workers receive it) that makes a registered env by id."""
+
+    env_id: str
+
+    def __call__(self):
+        import gymnasium as gym
+
+        return gym.make(self.env_id)
+
+
+def _env_name(env) -> str:
+    spec = getattr(env, "spec", None)
+    if spec is not None and getattr(spec, "id", None):
+        return f"gymnasium:{spec.id}"
+    return f"custom:{type(getattr(env, 'unwrapped', env)).__name__}"
+
+
+def _copier(env) -> Callable[[], Any]:
+    """A factory of independent copies of ``env`` (the user's instance itself is never stepped)."""
+    try:
+        copy.deepcopy(env).close()
+    except Exception as err:  # noqa: BLE001 - fall back to the registry when the env cannot be copied
+        spec = getattr(env, "spec", None)
+        if spec is not None and getattr(spec, "id", None):
+            import gymnasium as gym
+
+            return lambda: gym.make(spec)
+        raise ValueError(
+            f"cannot make independent copies of {_env_name(env)} (copy.deepcopy failed: {err}); pass a "
+            "gymnasium.vector.SyncVectorEnv built from a factory function instead"
+        ) from None
+    return lambda: copy.deepcopy(env)
+
+
+def from_env(env, vectorization: str = "sync") -> Any:
+    """A ``gymnasium.Env`` instance (any class, registered or not)."""
+    func_env = getattr(getattr(env, "unwrapped", env), "func_env", None)
+    spec = getattr(env, "spec", None)
+    max_steps = int(getattr(spec, "max_episode_steps", None) or 0)
+    if func_env is not None and _is_plain_functional(env):
+        return from_functional(func_env, _env_name(env), max_steps or 1000)
+    obs_shape = obs_shape_from_space(env.observation_space)
+    action_spec, start = action_spec_from_space(env.action_space)
+    _check_discrete_start(start, env.action_space)
+    return HostEnv(
+        id=_env_name(env), obs_shape=obs_shape, action_spec=action_spec, env_fns=(_copier(env),),
+        max_episode_steps=max_steps, preset=_preset_for(env, action_spec), vectorization=vectorization,
+    )
+
+
+def _is_plain_functional(env) -> bool:
+    """A functional JAX env with no user wrappers besides Gymnasium's standard ones (time limit, checks)."""
+    import gymnasium as gym
+
+    standard = (gym.wrappers.TimeLimit, gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker)
+    while isinstance(env, gym.Wrapper):
+        if not isinstance(env, standard):
+            return False
+        env = env.env
+    return True
+
+
+def from_vector_env(vec) -> HostEnv:
+    """A ``gymnasium.vector.VectorEnv``: rebuilt from its ``env_fns`` in ``SAME_STEP`` mode, same sync/async kind."""
+    import gymnasium as gym
+
+    env_fns = getattr(vec, "env_fns", None)
+    if not env_fns:
+        raise ValueError(
+            f"cannot train on a {type(vec).__name__}: mirrorlearn rebuilds vector envs from their env_fns "
+            "(to use SAME_STEP autoreset) and this one has none; pass a gymnasium.vector.SyncVectorEnv or "
+            "AsyncVectorEnv, or a single gymnasium.Env"
+        )
+    obs_shape = obs_shape_from_space(vec.single_observation_space)
+    action_spec, start = action_spec_from_space(vec.single_action_space)
+    _check_discrete_start(start, vec.single_action_space)
+    spec = getattr(vec, "spec", None)
+    name = f"gymnasium:{spec.id}" if spec is not None and getattr(spec, "id", None) else None
+    if name is None:
+        probe = env_fns[0]()
+        try:
+            name = _env_name(probe)
+            max_steps = int(getattr(getattr(probe, "spec", None), "max_episode_steps", None) or 0)
+        finally:
+            probe.close()
+    else:
+        max_steps = int(spec.max_episode_steps or 0)
+    vectorization = "async" if isinstance(vec, gym.vector.AsyncVectorEnv) else "sync"
+    return HostEnv(
+        id=name, obs_shape=obs_shape, action_spec=action_spec, env_fns=tuple(env_fns), max_episode_steps=max_steps,
+        preset=_preset_for(None, action_spec), vectorization=vectorization,
+    )
+
+
+def from_gymnasium(env: Any, vectorization: str = "sync") -> Any:
+    """Explicit entry point: an id, Env or VectorEnv; ``vectorization="async"`` steps sub-envs in processes."""
+    if vectorization not in ("sync", "async"):
+        raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
+    if isinstance(env, str):
+        try:
+            return from_id(env.removeprefix("gymnasium:"), vectorization=vectorization)
+        except KeyError as err:
+            raise ValueError(err.args[0]) from None
+    return resolve(env, vectorization=vectorization)
+
+
+# -- Gymnasium's functional JAX environments in the jitted scan -------------------------------------------
+def from_functional(func_env, env_id: str, max_episode_steps: int) -> JaxEnv:
+    """Wrap a ``gymnasium.experimental.functional.FuncEnv`` (pure JAX) as a :class:`JaxEnv`.
+
+    Adds what the functional API leaves to its vector wrapper: a time limit (``truncated``),
+    auto-reset, and the final observation of an ended episode.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    obs_shape = obs_shape_from_space(func_env.observation_space)
+    action_spec, start = action_spec_from_space(func_env.action_space)
+    _check_discrete_start(start, func_env.action_space)
+    horizon = int(max_episode_steps)
+
+    def reset(key):
+        k_init, k_obs = jax.random.split(key)
+        state = func_env.initial(k_init)
+        obs = jnp.asarray(func_env.observation(state, k_obs), jnp.float32).reshape(obs_shape)
+        return obs, (state, jnp.asarray(0, jnp.int32))
+
+    def step(key, env_state, action):
+        state, t = env_state
+        k_trans, k_obs, k_reset = jax.random.split(key, 3)
+        if not action_spec.discrete:
+            action = action.reshape(func_env.action_space.shape)
+        next_state = func_env.transition(state, action, k_trans)
+        reward = jnp.asarray(func_env.reward(state, action, next_state, k_trans), jnp.float32)
+        terminated = jnp.asarray(func_env.terminal(next_state, k_obs), bool)
+        t = t + 1
+        truncated = jnp.logical_and(t >= horizon, jnp.logical_not(terminated))
+        final_obs = jnp.asarray(func_env.observation(next_state, k_obs), jnp.float32).reshape(obs_shape)
+        reset_obs, (reset_state, reset_t) = reset(k_reset)
+        done = jnp.logical_or(terminated, truncated)
+        obs = jnp.where(done, reset_obs, final_obs)
+        new_state = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), reset_state, next_state)
+        return obs, (new_state, jnp.where(done, reset_t, t)), reward, terminated, truncated, final_obs
+
+    preset = "classic" if action_spec.discrete else "continuous"
+    return JaxEnv(env_id, FAMILY, obs_shape, action_spec, reset, step, horizon, preset=preset)
+
+
+def functional_ids() -> Sequence[str]:
+    """Registered Gymnasium ids whose environments are functional JAX envs (train inside the scan)."""
+    import gymnasium as gym
+
+    return [k for k, s in gym.registry.items() if str(s.entry_point).startswith("gymnasium.envs.phys2d")]

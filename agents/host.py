@@ -1,0 +1,221 @@
+"""Training and evaluating on host-stepped Gymnasium environments.
+
+The rollout steps a Gymnasium vector env on the host, one jitted policy call per step for every
+sub-environment of every seed; the update is ``agents.core.make_learner``'s jitted ``learn``, the
+same function the fully jitted JAX path calls inside its scan. Seeds train together: one vector env
+holds ``n_seeds x num_envs`` sub-environments and the policy and the update are vmapped over seeds.
+
+Episode boundaries follow Gymnasium 1.x ``SAME_STEP`` autoreset (see ``agents.gymnasium_env``): a
+step that ends an episode returns the next episode's first observation and the ended episode's last
+one in ``info["final_obs"]``, which bootstraps the value on truncation (not on termination).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agents import networks as nets
+from agents.config import PPOConfig
+from agents.core import ObsStats, Transition, init_params, make_learner, make_network, make_optimizer, normalize
+from agents.envs import JaxEnv
+from agents.gymnasium_env import HostEnv
+
+
+def host_config(agent, env: HostEnv) -> PPOConfig:
+    """The family preset plus the agent's overrides; a user's vector env of N sub-envs sets ``num_envs=N``."""
+    config = agent.make_config(env)
+    if agent.num_envs is None and len(env.env_fns) > 1:
+        config = config.replace(num_envs=len(env.env_fns)).validate()
+    return config
+
+
+def _compiled_parts(config: PPOConfig, env: HostEnv, drift_fn: Any, temporal: bool):
+    """Jitted, seed-vmapped ``init``, ``policy_step``, ``learn`` and statistics update.
+
+    Cached per configuration, spaces and drift function (not per adapter object), so fitting again on
+    another instance of the same environment compiles nothing.
+    """
+    return _compiled_for_spaces(config, spaces_only(env), drift_fn, temporal)
+
+
+def spaces_only(env) -> JaxEnv:
+    """A hashable stand-in with only the spaces: all the network and the learner need to know."""
+    return JaxEnv("", env.family, tuple(env.obs_shape), env.action_spec, None, None, 0, preset=env.preset)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_for_spaces(config: PPOConfig, env: JaxEnv, drift_fn: Any, temporal: bool):
+    from drifts.base import Drift
+
+    drift = Drift("compiled", drift_fn, None, temporal=temporal)
+    network = make_network(config, env)
+    spec = env.action_spec
+    learn = make_learner(config, env, drift)
+
+    def policy_step(params, stats, obs, key):
+        key, k_act = jax.random.split(key)
+        x = nets.flatten_obs(normalize(obs, stats, config.normalize_obs), env.obs_shape, config.network)
+        pi, value = network.apply(params, x)
+        action = nets.sample(spec, pi, k_act)
+        return key, (x, action, nets.log_prob(spec, pi, action), value, nets.to_env_action(spec, action))
+
+    def init(key):
+        params = init_params(config, env, key)
+        return params, make_optimizer(config).init(params)
+
+    return (
+        jax.jit(jax.vmap(init)),
+        jax.jit(jax.vmap(policy_step)),
+        jax.jit(jax.vmap(learn, in_axes=(0, 0, 0, 0, 0, 0, None, None))),
+        jax.jit(jax.vmap(ObsStats.update)),
+    )
+
+
+def _final_obs(next_obs: np.ndarray, info: dict, done: np.ndarray) -> np.ndarray:
+    """Last observations of the episodes that ended this step (``SAME_STEP`` autoreset), else ``next_obs``."""
+    final = next_obs.copy()
+    if done.any():
+        if "final_obs" not in info:
+            raise RuntimeError("the vector env reported a done without info['final_obs']: it is not in SAME_STEP "
+                               "autoreset mode")
+        for i in np.flatnonzero(done):
+            final[i] = np.asarray(info["final_obs"][i], np.float32).reshape(final.shape[1:])
+    return final
+
+
+def fit_host(agent, env: HostEnv):
+    """Train ``agent.n_seeds`` runs on a host-stepped env; sets the agent's fitted state and returns it."""
+    from agents.estimators import _raise_if_diverged, verify_drift
+
+    config = host_config(agent, env)
+    drift = agent.make_drift()
+    if agent.check_drift:
+        verify_drift(drift)
+    n_seeds, n_envs, n_steps = int(agent.n_seeds), config.num_envs, config.num_steps
+    init, policy_step, learn, update_stats = _compiled_parts(config, env, drift.fn, drift.temporal)
+
+    key = jax.random.PRNGKey(int(agent.seed))
+    keys = jax.random.split(key, n_seeds)
+    split = jax.vmap(lambda k: jax.random.split(k, 3))(keys)
+    k_params, k_learn, k_act = split[:, 0], split[:, 1], split[:, 2]
+    params, opt_state = init(k_params)
+    stats = jax.vmap(lambda _: ObsStats.create(env.obs_shape))(jnp.arange(n_seeds))
+
+    bar = None
+    if agent.progress:
+        from agents.progress import ProgressBar
+
+        bar = ProgressBar(config.num_updates * config.batch_size, config.batch_size,
+                          desc=f"{type(agent).__name__}[{drift.name}] {env.id}")
+    vec = env.make_vec(n_seeds * n_envs)
+    history: dict[str, list] = {}
+    try:
+        obs, _ = vec.reset(seed=int(agent.seed))
+        obs = _as_obs(obs, env, n_seeds, n_envs)
+        ep_ret = np.zeros((n_seeds, n_envs), np.float32)
+        act_keys = k_act
+        for update in range(config.num_updates):
+            rollout, obs, ep_ret, act_keys = _rollout(vec, env, config, policy_step, params, stats, obs, ep_ret,
+                                                      act_keys, n_seeds, n_envs, n_steps)
+            traj, raw_obs, finished, n_done = rollout
+            t = jnp.asarray(update / config.num_updates, jnp.float32)
+            params, opt_state, k_learn, metrics = learn(params, opt_state, k_learn, traj, obs, stats,
+                                                        drift.params, t)
+            if config.normalize_obs:
+                stats = update_stats(stats, raw_obs)
+            metrics = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+            with np.errstate(invalid="ignore", divide="ignore"):
+                metrics["episode_return"] = np.where(n_done > 0, finished / np.maximum(n_done, 1), np.nan)
+            metrics["episodes"] = n_done.astype(np.float32)
+            for k, v in metrics.items():
+                history.setdefault(k, []).append(v)
+            if bar is not None:
+                bar(update, metrics["episode_return"])
+    finally:
+        vec.close()
+        if bar is not None:
+            bar.close()
+    history = {k: np.stack(v, axis=1) for k, v in history.items()}  # (n_seeds, num_updates)
+    _raise_if_diverged(history, params, drift)
+    agent._set_fitted(config, env, drift, params, stats, history)
+    return agent
+
+
+def _as_obs(obs, env: HostEnv, n_seeds: int, n_envs: int) -> np.ndarray:
+    return np.asarray(obs, np.float32).reshape((n_seeds, n_envs) + tuple(env.obs_shape))
+
+
+def _rollout(vec, env, config, policy_step, params, stats, obs, ep_ret, act_keys, n_seeds, n_envs, n_steps):
+    """Step the vector env ``num_steps`` times; returns a seed-major :class:`Transition` and bookkeeping."""
+    batch = (n_seeds, n_envs)
+    flat_shape = (n_seeds * n_envs,) + tuple(env.obs_shape)
+    outs, rewards, dones, truncs, finals, raws = [], [], [], [], [], []
+    finished = np.zeros(n_seeds, np.float64)
+    n_done = np.zeros(n_seeds, np.int64)
+    for _ in range(n_steps):
+        act_keys, out = policy_step(params, stats, obs, act_keys)
+        out = jax.device_get(out)
+        env_action = out[4].reshape((n_seeds * n_envs,) + out[4].shape[2:])
+        next_obs, reward, terminated, truncated, info = vec.step(env_action)
+        terminated = np.asarray(terminated, bool)
+        truncated = np.logical_and(np.asarray(truncated, bool), ~terminated)
+        done = terminated | truncated
+        next_flat = np.asarray(next_obs, np.float32).reshape(flat_shape)
+        final = _final_obs(next_flat, info, done).reshape(batch + tuple(env.obs_shape))
+        reward = np.asarray(reward, np.float32).reshape(batch)
+        done, truncated = done.reshape(batch), truncated.reshape(batch)
+        ep_ret = ep_ret + reward
+        finished += np.where(done, ep_ret, 0.0).sum(axis=1)
+        n_done += done.sum(axis=1)
+        ep_ret = np.where(done, 0.0, ep_ret).astype(np.float32)
+        outs.append(out[:4]), rewards.append(reward * config.reward_scale), dones.append(done)
+        truncs.append(truncated), finals.append(final), raws.append(obs)
+        obs = next_flat.reshape(batch + tuple(env.obs_shape))
+
+    def stack(items, dtype=None):  # n_steps x (n_seeds, n_envs, ...) -> (n_seeds, n_steps, n_envs, ...)
+        return np.stack([np.asarray(a, dtype) for a in items], axis=1)
+
+    x, action, logp, value = (stack([o[i] for o in outs]) for i in range(4))
+    traj = Transition(
+        obs=x, action=action, log_prob=logp, value=value, reward=stack(rewards, np.float32),
+        done=stack(dones, np.float32), truncated=stack(truncs, np.float32), final_obs=stack(finals, np.float32),
+        finished_return=np.zeros((n_seeds, n_steps, n_envs), np.float32),
+    )
+    return (traj, stack(raws), finished, n_done), obs, ep_ret, act_keys
+
+
+def evaluate_host(agent, env: HostEnv, n_episodes: int, seed: int) -> np.ndarray:
+    """Deterministic returns ``(n_seeds, n_episodes)``: the first episode of each sub-environment.
+
+    Every seed's policy drives ``n_episodes`` sub-environments (seeded ``seed, seed + 1, ...``) of one
+    sync vector env until each has finished its first episode or the step cap is reached.
+    """
+    from agents.estimators import _compiled_policy
+
+    n_seeds = agent.n_seeds_
+    act = _compiled_policy(agent.config_, agent._policy_env(), True)
+    act_all = jax.jit(jax.vmap(act, in_axes=(0, 0, 0, None)))
+    horizon = int(env.max_episode_steps or 0) or 100_000
+    vec = env.make_vec(n_seeds * n_episodes, vectorization="sync")
+    returns = np.zeros((n_seeds * n_episodes,), np.float64)
+    alive = np.ones((n_seeds * n_episodes,), bool)
+    try:
+        obs, _ = vec.reset(seed=[int(seed) + i % n_episodes for i in range(n_seeds * n_episodes)])
+        key = jax.random.PRNGKey(int(seed))
+        for _ in range(horizon):
+            batch = np.asarray(obs, np.float32).reshape((n_seeds, n_episodes) + tuple(env.obs_shape))
+            action = np.asarray(act_all(agent.params_, agent.obs_stats_, jnp.asarray(batch), key))
+            action = action.reshape((n_seeds * n_episodes,) + action.shape[2:])
+            obs, reward, terminated, truncated, _ = vec.step(action)
+            returns += np.where(alive, np.asarray(reward, np.float64), 0.0)
+            alive &= ~(np.asarray(terminated, bool) | np.asarray(truncated, bool))
+            if not alive.any():
+                break
+    finally:
+        vec.close()
+    return returns.reshape(n_seeds, n_episodes)

@@ -1,0 +1,260 @@
+"""Environments: custom Gymnasium envs, vector envs, ids, truncation, normalisation, bad input, gymnax, Brax."""
+
+import gymnasium as gym
+import jax
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from agents import make_env
+from agents.core import make_network
+from agents.envs import JaxEnv
+from agents.estimators import PPO, MirrorAgent
+from agents.gymnasium_env import EnvStepError, HostEnv, UnsupportedSpaceError, from_gymnasium
+
+
+# -- hand-made environments from no registry -------------------------------------------------------------
+class PickTheLargest(gym.Env):
+    """Discrete: reward 1 for choosing the index of the largest of 4 features; 20-step episodes (truncated)."""
+
+    observation_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
+    action_space = spaces.Discrete(4)
+
+    def __init__(self, horizon=20):
+        self.horizon = horizon
+
+    def _obs(self):
+        self.x = self.np_random.uniform(-1, 1, 4).astype(np.float32)
+        return self.x
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = float(int(action) == int(np.argmax(self.x)))
+        self.t += 1
+        return self._obs(), reward, False, self.t >= self.horizon, {}
+
+
+class ReachTheTarget(gym.Env):
+    """Continuous: reward ``-|a - target|^2`` with the target in the observation (scaled by 5)."""
+
+    observation_space = spaces.Box(-5.0, 5.0, (2,), np.float32)
+    action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        self.target = self.np_random.uniform(-0.8, 0.8, 2).astype(np.float32)
+        return 5 * self.target, {}
+
+    def step(self, action):
+        reward = -float(np.sum((np.asarray(action) - self.target) ** 2))
+        self.t += 1
+        self.target = self.np_random.uniform(-0.8, 0.8, 2).astype(np.float32)
+        return 5 * self.target, reward, False, self.t >= 20, {}
+
+
+class Counter(gym.Env):
+    """Observation is the constant 0; reward 1 per step; ends by time limit (or termination) after 5 steps."""
+
+    observation_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, terminate=False):
+        self.terminate = terminate
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        end = self.t >= 5
+        return np.zeros(1, np.float32), 1.0, end and self.terminate, end and not self.terminate, {}
+
+
+class Breaks(PickTheLargest):
+    """Raises in its 3rd step of its 2nd episode."""
+
+    def reset(self, *, seed=None, options=None):
+        self.episode = getattr(self, "episode", 0) + 1
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        if self.episode == 2 and self.t == 2:
+            raise RuntimeError("simulator exploded")
+        return super().step(action)
+
+
+def play(env, policy, episodes=10, seed=0):
+    """Mean return of ``policy(obs)`` in a plain Gymnasium loop."""
+    total = 0.0
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        done = False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy(obs))
+            total += reward
+            done = terminated or truncated
+    return total / episodes
+
+
+@pytest.fixture(scope="module")
+def discrete_agent():
+    return PPO(total_timesteps=16_384, seed=0, learning_rate=3e-3, check_drift=False).fit(PickTheLargest())
+
+
+@pytest.fixture(scope="module")
+def continuous_agent():
+    return PPO(total_timesteps=16_384, num_envs=8, num_steps=128, num_minibatches=8, update_epochs=4,
+               learning_rate=3e-3, seed=0, check_drift=False).fit(ReachTheTarget())
+
+
+def test_custom_discrete_env_beats_random(discrete_agent):
+    env = PickTheLargest()
+    assert isinstance(make_env(env), HostEnv) and make_env(env).id == "custom:PickTheLargest"
+    rng = np.random.default_rng(0)
+    random_return = play(env, lambda obs: rng.integers(4))
+    trained_return = play(env, discrete_agent.predict)
+    assert random_return < 7 and trained_return > 15, (random_return, trained_return)
+
+
+def test_custom_continuous_env_beats_random(continuous_agent):
+    env = ReachTheTarget()
+    assert continuous_agent.config_.normalize_obs  # continuous tasks normalise observations by default
+    rng = np.random.default_rng(0)
+    random_return = play(env, lambda obs: rng.uniform(-1, 1, 2))
+    trained_return = play(env, continuous_agent.predict)
+    assert trained_return > random_return / 3, (random_return, trained_return)
+    assert trained_return > -5, trained_return
+
+
+def test_predict_one_or_batch_and_evaluate_on_host_env(discrete_agent):
+    assert np.ndim(discrete_agent.predict(np.zeros(4))) == 0
+    assert discrete_agent.predict(np.eye(4, dtype=np.float32)).tolist() == [0, 1, 2, 3]
+    ev = discrete_agent.evaluate(n_episodes=3, seed=1)  # on the training env
+    assert ev["returns"].shape == (1, 3) and ev["mean_return"] > 15
+    assert discrete_agent.score(PickTheLargest(), n_episodes=2) > 15
+
+
+def test_obs_normalisation_stats_are_saved_and_loaded(continuous_agent, tmp_path):
+    stats = continuous_agent.obs_stats_
+    assert float(stats.count[0]) > 1000 and float(np.abs(stats.var[0] - 1).max()) > 0.5  # really updated
+    loaded = MirrorAgent.load(continuous_agent.save(tmp_path / "reach.npz"))
+    for a, b in zip(stats, loaded.obs_stats_, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    obs = np.random.default_rng(1).uniform(-4, 4, (16, 2)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict(obs), continuous_agent.predict(obs))
+    assert loaded.evaluate(ReachTheTarget(), n_episodes=2)["returns"].shape == (1, 2)
+
+
+def test_sync_vector_env_with_default_next_step_autoreset():
+    vec = gym.vector.SyncVectorEnv([PickTheLargest] * 4)  # NEXT_STEP autoreset, Gymnasium's default
+    agent = PPO(total_timesteps=2_048, num_minibatches=4, check_drift=False).fit(vec)
+    assert agent.config_.num_envs == 4 and agent.history_["episodes"].sum() == 4 * (512 // 20)  # every step a transition
+    vec.close()
+
+
+def test_async_vector_mode_and_id_string():
+    env = from_gymnasium("gymnasium:CartPole-v1", vectorization="async")
+    assert env.vectorization == "async"
+    agent = PPO(total_timesteps=1_024, n_seeds=2, check_drift=False).fit(env)
+    assert agent.history_["loss"].shape == (2, 2) and np.isfinite(agent.history_["loss"]).all()
+    assert agent.env_id_ == "gymnasium:CartPole-v1"
+    assert agent.evaluate("gymnasium:CartPole-v1", n_episodes=2)["returns"].shape == (2, 2)
+    with pytest.raises(ValueError, match="CartPole-v1"):
+        make_env("gymnasium:CartPole-v7")
+
+
+def test_truncation_is_bootstrapped_and_termination_is_not():
+    """Reward 1 forever, cut by a 5-step time limit that the observation does not show.
+
+    The true value is 1 / (1 - gamma) = 10: only bootstrapping from the final observation on truncation
+    finds it. When the same 5 steps end by termination the value is the mean of the discounted
+    remaining returns, 1 + 0.9 + ... averaged over the 5 states: about 3.7.
+    """
+    common = dict(total_timesteps=12_800, num_envs=4, num_steps=32, num_minibatches=2, update_epochs=4,
+                  learning_rate=5e-3, gamma=0.9, gae_lambda=0.9, clip_eps=1e6, check_drift=False)
+    values = {}
+    for terminate in (False, True):
+        agent = PPO(**common).fit(Counter(terminate=terminate))
+        net = make_network(agent.config_, agent.env_)
+        params = jax.tree_util.tree_map(lambda x: x[0], agent.params_)
+        values[terminate] = float(net.apply(params, np.zeros((1, 1), np.float32), method=net.value)[0])
+    expected_terminal = np.mean([sum(0.9**k for k in range(5 - t)) for t in range(5)])
+    assert values[False] == pytest.approx(10.0, abs=1.0), values
+    assert values[True] == pytest.approx(expected_terminal, abs=0.5), values
+
+
+def test_env_raising_mid_rollout_names_env_episode_and_step(tmp_path):
+    agent = PPO(total_timesteps=1_024, num_envs=1, num_steps=64, num_minibatches=2, check_drift=False)
+    with pytest.raises(EnvStepError, match=r"custom:Breaks.*simulator exploded.*episode 2, step 3"):
+        agent.fit(Breaks())
+    assert not hasattr(agent, "params_")  # nothing kept, so nothing can be saved
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unsupported_spaces_are_named():
+    class DictObs(PickTheLargest):
+        observation_space = spaces.Dict({"a": spaces.Box(0, 1, (2,))})
+
+    class MultiAction(PickTheLargest):
+        action_space = spaces.MultiDiscrete([2, 3])
+
+    with pytest.raises(UnsupportedSpaceError, match=r"Dict.*FlattenObservation"):
+        PPO().fit(DictObs())
+    with pytest.raises(UnsupportedSpaceError, match=r"MultiDiscrete.*Discrete .* Box"):
+        PPO().fit(MultiAction())
+
+
+def test_evaluate_on_env_with_other_spaces_is_refused(discrete_agent):
+    with pytest.raises(ValueError, match="same spaces"):
+        discrete_agent.evaluate("gymnasium:CartPole-v1")
+
+
+def test_gymnasium_functional_jax_env_trains_in_the_scan():
+    env = make_env("phys2d/CartPole-v1")
+    assert isinstance(env, JaxEnv) and env.max_episode_steps == 500
+    agent = PPO(total_timesteps=2_048, check_drift=False).fit(env)
+    assert np.isfinite(agent.history_["loss"]).all()
+    assert agent.evaluate(n_episodes=2)["returns"].shape == (1, 2)
+
+
+def test_every_gymnax_env_resolves_and_a_sample_trains():
+    import gymnax
+
+    offline = [e for e in gymnax.registered_envs if e != "MNISTBandit-bsuite"]  # that one downloads MNIST
+    for env_id in offline:
+        env = make_env(env_id)
+        assert env.family == "gymnax" and env.preset in ("classic", "continuous", "minatar"), env_id
+    for env_id in ("Catch-bsuite", "FourRooms-misc"):
+        agent = PPO(total_timesteps=1_024, check_drift=False).fit(env_id)
+        assert np.isfinite(agent.history_["loss"]).all(), env_id
+
+
+def test_minatar_uses_the_conv_preset_and_trains():
+    from agents.config import PRESETS
+
+    assert PRESETS["minatar"]["network"] == "minatar" and PRESETS["minatar"]["learning_rate"] == 5e-3
+    agent = PPO(total_timesteps=2 * 16 * 16, num_envs=16, num_steps=16, num_minibatches=4, update_epochs=1,
+                check_drift=False).fit("Breakout-MinAtar")
+    assert agent.config_.network == "minatar" and agent.history_["loss"].shape == (1, 2)
+    assert np.ndim(agent.predict(np.zeros((10, 10, 4)))) == 0
+
+
+def test_brax_env_trains_a_couple_of_updates():
+    pytest.importorskip("brax")
+    from agents.config import brax_preset
+
+    env = make_env("brax:inverted_pendulum")
+    assert isinstance(env, JaxEnv) and env.max_episode_steps == 1000 and env.preset == "brax"
+    assert brax_preset("ant").minibatch_size == 1024 * 5  # Brax's batch_size x unroll_length
+    agent = PPO(total_timesteps=2 * 32 * 8, num_envs=32, num_steps=8, num_minibatches=4, update_epochs=1,
+                check_drift=False).fit(env)
+    assert agent.config_.normalize_obs and np.isfinite(agent.history_["loss"]).all()
+    with pytest.raises(ValueError, match="hopper"):
+        make_env("brax:hoper")
