@@ -1,0 +1,60 @@
+"""``mirrorlearn distill DRIFT --budget 60 --out DIR``: distil a drift, write JSON, drift file and PNG."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser(prog: str = "mirrorlearn distill") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Distil a drift (name, drift file) into a closed form that is valid by construction; "
+                    "writes result.json, distilled.drift and distill.png to --out and prints that folder.",
+    )
+    p.add_argument("drift", help="drift name (ppo, dpo, lpo, ...) or path to a drift file")
+    p.add_argument("--budget", type=float, default=60.0, help="seconds for the symbolic-regression search")
+    p.add_argument("--out", default="runs/distill", help="output folder (created)")
+    p.add_argument("--backend", default="auto", help="auto | pyoperon | pysr | linear")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target", default="drift", choices=["drift", "derivative"])
+    p.add_argument("--n-samples", type=int, default=4000)
+    p.add_argument("--no-split", action="store_true", help="one model for both advantage signs")
+    p.add_argument("--max-length", type=int, default=30)
+    p.add_argument("--max-front", type=int, default=8, help="front members built and checked")
+    p.add_argument("--t", type=float, default=None, help="training progress for temporal drifts")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from distill import distill
+
+    try:
+        result = distill(args.drift, backend=args.backend, time_budget=args.budget, seed=args.seed,
+                         n_samples=args.n_samples, target=args.target, split_advantage=not args.no_split,
+                         max_length=args.max_length, max_front=args.max_front, t=args.t)
+    except (ValueError, TypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.save_json(out / "result.json")
+    print(result.summary(), file=sys.stderr)
+    if result.best is None:
+        print("error: no valid candidate (see result.json); try a larger --budget or --backend linear", file=sys.stderr)
+        print(out)
+        return 1
+    result.save(out / "distilled.drift")
+    fig = result.plot()
+    fig.savefig(out / "distill.png", dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

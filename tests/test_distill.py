@@ -1,0 +1,179 @@
+"""distill: closed forms recovered, every candidate checked, outputs, bad input.
+
+Budgets are small (2-6 s per fit, at most 2-3 front members checked) so the file runs in about a
+minute on two shared cores; benchmarks/distill.py runs the full-budget measurements.
+"""
+
+import json
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import sympy as sp
+
+from distill import distill
+from distill._parse import parse_model_string
+from distill.backends.pysr import julia_available
+from distill.construct import A, make_valid, project, r
+from drifts import dpo, from_callable, get_drift, ppo
+
+# name -> (jax-traceable f(r, A)); different shapes: DPO itself, PPO's clip, a smooth even form,
+# an asymmetric one with different r-shapes per advantage sign.
+CLOSED_FORMS = {
+    "dpo": dpo(),
+    "ppo": ppo(),
+    "square": from_callable(lambda r, A: (r - 1) ** 2 * A**2, name="square"),
+    "asymmetric": from_callable(
+        lambda r, A: jnp.where(A >= 0, jnp.log(r) ** 2 * A, 0.5 * (r - 1) ** 2 * A**2), name="asymmetric"),
+}
+FAST = {"time_budget": 3, "n_samples": 2000, "max_front": 2}
+
+
+@pytest.fixture(scope="module")
+def ppo_result():
+    return distill(ppo(), backend="linear", seed=0, **FAST)
+
+
+@pytest.mark.parametrize("name", list(CLOSED_FORMS))
+def test_linear_backend_recovers_closed_forms(name):
+    res = distill(CLOSED_FORMS[name], backend="linear", seed=0, **FAST)
+    assert res.best is not None and res.best.valid
+    assert res.best.fidelity >= 0.999, res.summary()
+
+
+def test_pyoperon_backend_distils_dpo():
+    pytest.importorskip("pyoperon")
+    res = distill(dpo(), backend="pyoperon", time_budget=6, seed=0, n_samples=2000, max_front=2)
+    assert res.best is not None and res.best.valid
+    assert res.best.fidelity >= 0.99, res.summary()
+    assert res.best.backend == "pyoperon"
+
+
+def test_every_front_candidate_is_checked(ppo_result):
+    assert len(ppo_result.front) >= 2
+    for c in ppo_result.front:
+        assert c.report.numeric is not None and c.report.symbolic is not None
+        if c.valid:
+            assert c.report.numeric.valid and c.report.symbolic.valid is not False
+            assert c.report.proved
+    complexities = [c.complexity for c in ppo_result.front]
+    assert complexities == sorted(complexities)
+
+
+def test_best_expression_is_sympy_in_r_and_A_and_matches_its_drift(ppo_result):
+    best = ppo_result.best
+    assert isinstance(best.expression, sp.Expr)
+    assert best.expression.free_symbols <= {r, A}
+    rr, aa = np.exp(np.linspace(-1, 1, 7)), np.linspace(-3, 3, 7)
+    want = [float(best.expression.subs({r: x, A: y})) for x, y in zip(rr, aa, strict=True)]
+    np.testing.assert_allclose(np.asarray(best.drift(rr, aa)), want, rtol=1e-5, atol=1e-6)
+
+
+def test_outputs_string_latex_save_json_plot(ppo_result, tmp_path):
+    assert "r" in ppo_result.to_string() and ppo_result.to_latex().startswith("f(r, A) =")
+    path = ppo_result.save(tmp_path / "d.drift")
+    loaded = get_drift(path)
+    rr, aa = jnp.linspace(0.5, 2.0, 9), jnp.linspace(-3, 3, 9)
+    np.testing.assert_allclose(np.asarray(loaded(rr, aa)), np.asarray(ppo_result.best.drift(rr, aa)), atol=1e-6)
+    data = json.loads(ppo_result.save_json(tmp_path / "r.json").read_text())
+    assert data["best"]["valid"] and data["front"]
+    fig = ppo_result.plot(resolution=41)
+    fig.savefig(tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_validity_projection_is_exact():
+    # Arbitrary smooth fits, offsets and slopes at r = 1 included: the projection zeroes both exactly.
+    for g in [sp.Rational(3, 10) + A * (r - 1) + sp.tanh(2 * A * sp.log(r) + A),
+              sp.Rational(-1, 7) * A**2 * (r - 1) + (r - 1) ** 2 * sp.tanh(A),
+              sp.exp(r - 1) * A]:
+        h = project(g)
+        assert sp.simplify(h.subs(r, 1)) == 0
+        assert sp.simplify(sp.diff(h, r).subs(r, 1)) == 0
+        f = make_valid(g)
+        assert isinstance(f, sp.Max) and 0 in f.args
+
+
+def test_recorded_samples_and_derivative_target():
+    rng = np.random.default_rng(1)
+    pairs = (np.exp(rng.normal(0, 0.3, 1500)), rng.normal(0, 1.0, 1500))
+    res = distill(CLOSED_FORMS["square"], backend="linear", samples=pairs, target="derivative",
+                  split_advantage=False, time_budget=3, max_front=2)
+    assert res.best.valid and res.best.fidelity >= 0.999
+    assert res.settings["recorded_samples"] and res.settings["target"] == "derivative"
+
+
+def test_safe_parser_rejects_code():
+    v = {"u": r - 1, "a": A}
+    e = parse_model_string("((-0.5) + (2.0 * (u ^ 2))) * tanh(a)", v)
+    assert e.free_symbols == {r, A}
+    assert float(e.subs({r: 3, A: 1})) == pytest.approx(7.5 * math.tanh(1))
+    for bad in ["__import__('os').system('x')", "u.__class__", "open('f')", "[u]", "lambda: 1", "z + 1", "'s'"]:
+        with pytest.raises(ValueError):
+            parse_model_string(bad, v)
+
+
+@pytest.mark.parametrize("budget", [0, -1, math.nan, "10"])
+def test_non_positive_budget_is_an_error(budget):
+    with pytest.raises(ValueError, match="time_budget"):
+        distill(dpo(), backend="linear", time_budget=budget)
+
+
+def test_unknown_backend_and_target():
+    with pytest.raises(ValueError, match="unknown backend"):
+        distill(dpo(), backend="operon", time_budget=1)
+    with pytest.raises(ValueError, match="target"):
+        distill(dpo(), backend="linear", time_budget=1, target="value")
+
+
+def test_non_traceable_drift_is_a_type_error():
+    def bad(r, A):
+        return float(r[0]) * A  # Python float of a tracer
+
+    with pytest.raises(TypeError, match="JAX-traceable"):
+        distill(bad, backend="linear", time_budget=1)
+
+
+def test_pysr_without_julia_says_how_to_install():
+    if julia_available():
+        pytest.skip("a Julia runtime is present; the error path cannot be exercised")
+    with pytest.raises(ValueError, match="(?i)julia.*pyoperon|pyoperon.*julia"):
+        distill(dpo(), backend="pysr", time_budget=1)
+
+
+@pytest.mark.skipif(not julia_available(), reason="PySR needs a Julia runtime (no `julia` on PATH here); "
+                    "install Julia and `pip install pysr` to run this test")
+def test_pysr_backend_distils_square():
+    pytest.importorskip("pysr")
+    res = distill(CLOSED_FORMS["square"], backend="pysr", time_budget=20, max_front=2)
+    assert res.best.valid and res.best.fidelity >= 0.99
+
+
+def test_cli_writes_json_drift_and_png(tmp_path, capsys):
+    from distill.cli import main
+
+    out = tmp_path / "out"
+    code = main(["ppo", "--budget", "2", "--backend", "linear", "--out", str(out), "--n-samples", "1500",
+                 "--max-front", "2"])
+    assert code == 0
+    assert capsys.readouterr().out.strip().endswith(str(out))
+    assert {"result.json", "distilled.drift", "distill.png"} <= {p.name for p in out.iterdir()}
+    assert get_drift(out / "distilled.drift").family == "expression"
+
+
+def _agents_ready() -> bool:
+    try:
+        from distill.result import _mirror_agent_class
+
+        _mirror_agent_class()
+        return True
+    except ImportError:
+        return False
+
+
+@pytest.mark.skipif(not _agents_ready(), reason="agents.MirrorAgent is not available yet")
+def test_evaluate_trains_distilled_and_source_side_by_side(ppo_result):
+    out = ppo_result.evaluate("CartPole-v1", total_timesteps=2048, n_seeds=1, n_episodes=2)
+    assert set(out) >= {"distilled", "source", "relative_gap"}
+    assert np.isfinite(out["distilled"]["mean_return"]) and np.isfinite(out["source"]["mean_return"])
