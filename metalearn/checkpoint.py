@@ -1,0 +1,93 @@
+"""Atomic, pickle-free checkpoints of a meta-training run (JSON + npz via ``mirrorlearn._archive``).
+
+One file, ``checkpoint.npz`` in the run folder, rewritten atomically (temp file + ``os.replace``)
+after every generation. It holds everything the next generation depends on: the ES state's arrays,
+the RNG key, the history, the normalisation baselines and the configuration fingerprint, so a run
+killed at any moment (even by SIGKILL) resumes exactly where its last complete generation ended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mirrorlearn._archive import read_archive, write_archive
+
+CHECKPOINT_KIND = "mirrorlearn.metatrain"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_FILE = "checkpoint.npz"
+
+
+class ConfigMismatchError(ValueError):
+    """The checkpoint folder holds a run of a different configuration (it is left untouched)."""
+
+
+def checkpoint_path(folder: str | os.PathLike) -> Path:
+    return Path(folder) / CHECKPOINT_FILE
+
+
+def save_checkpoint(folder: str | os.PathLike, *, fingerprint: dict, generation: int, es_arrays: dict,
+                    key: np.ndarray, history: list, baselines: dict) -> Path:
+    """Write the run's state after ``generation`` complete generations (atomic)."""
+    meta = {"kind": CHECKPOINT_KIND, "format_version": CHECKPOINT_VERSION, "fingerprint": fingerprint,
+            "generation": int(generation), "history": history, "baselines": baselines}
+    arrays = {f"es/{name}": value for name, value in es_arrays.items()}
+    arrays["rng/key"] = np.asarray(key)
+    path = write_archive(checkpoint_path(folder), meta, arrays)
+    write_json_atomic(Path(folder) / "history.json", {"generation": int(generation), "baselines": baselines,
+                                                       "history": history})
+    return path
+
+
+def load_checkpoint(folder: str | os.PathLike) -> dict | None:
+    """``{"meta", "es_arrays", "key"}`` of the run in ``folder``, or ``None`` when there is none yet."""
+    path = checkpoint_path(folder)
+    if not path.exists():
+        return None
+    meta, arrays = read_archive(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)
+    es_arrays = {k[len("es/"):]: v for k, v in arrays.items() if k.startswith("es/")}
+    if "rng/key" not in arrays:
+        raise ValueError(f"{path} has no RNG key; it is not a complete meta-training checkpoint")
+    return {"meta": meta, "es_arrays": es_arrays, "key": arrays["rng/key"], "path": path}
+
+
+def check_fingerprint(stored: dict, current: dict, path: str | os.PathLike) -> None:
+    """Refuse to resume a run whose configuration differs, naming each differing setting."""
+    stored_n, current_n = _normalise(stored), _normalise(current)
+    if stored_n == current_n:
+        return
+    keys = sorted(set(stored_n) | set(current_n))
+    diffs = [f"  {k}: checkpoint has {stored_n.get(k)!r}, this run has {current_n.get(k)!r}"
+             for k in keys if stored_n.get(k) != current_n.get(k)]
+    raise ConfigMismatchError(
+        f"{path} holds a meta-training run with a different configuration:\n" + "\n".join(diffs)
+        + "\nIt was not modified. Use another checkpoint_dir (or --out) for this configuration, or restore "
+        "the original settings to resume that run."
+    )
+
+
+def _normalise(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, sort_keys=True))
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """Write JSON next to its destination and rename it over (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True, allow_nan=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

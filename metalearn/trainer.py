@@ -1,0 +1,367 @@
+"""``MetaTrainer``: evolve a drift's parameters so that PPO trained with it ends with the highest return.
+
+Each generation: ask Open-ES for a population of drift parameters, train one PPO run per member (x
+inner seeds x environments) in one compiled, sharded call per environment, score the final policies
+(normalised per environment between a random policy and the starting drift), tell the ES, and
+checkpoint. The returned drift is the ES mean.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from drifts.base import Drift
+from metalearn import checkpoint as ckpt
+from metalearn import es as es_lib
+from metalearn import inner as inner_lib
+
+GENOMES = ("lpo", "ta-lpo", "lpo_zero", "dpo")
+
+
+def resolve_genome(drift: str | Drift, seed: int = 0) -> Drift:
+    """The drift whose params the ES evolves: a name in ``GENOMES`` or any parametrised ``Drift``.
+
+    ``"lpo"`` is the PPO-initialised LPO network (zero output layer: exactly PPO at the start, as in
+    the paper), not the shipped meta-trained one; ``"ta-lpo"`` its temporally aware form.
+    """
+    from drifts.library import dpo, lpo, lpo_zero
+
+    if isinstance(drift, Drift):
+        if not jax.tree_util.tree_leaves(drift.params):
+            raise ValueError(f"drift {drift.name!r} has no parameters to evolve; pass a parametrised drift "
+                             f"(e.g. drifts.lpo(), drifts.dpo()) or one of {GENOMES}")
+        return drift
+    builders = {"lpo": lambda: lpo(seed=seed), "ta-lpo": lambda: lpo(temporal=True, seed=seed),
+                "lpo_zero": lambda: lpo_zero(seed=seed), "lpo-zero": lambda: lpo_zero(seed=seed),
+                "dpo": lambda: dpo()}
+    if not isinstance(drift, str) or drift.lower() not in builders:
+        raise ValueError(f"unknown drift genome {drift!r}; use one of {GENOMES} or pass a parametrised Drift")
+    return builders[drift.lower()]()
+
+
+def _params_digest(params: Any) -> str:
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]:
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+class MetaTrainer:
+    """Open-ES over a drift's parameters with PPO as the inner loop (the paper's LPO discovery).
+
+    Constructor arguments are hyperparameters only (scikit-learn style); ``fit()`` validates them,
+    runs (or resumes) the meta-training and returns the ES mean as a :class:`Drift`. Learned state:
+    ``history_`` (one dict per generation), ``drift_``, ``baselines_``, ``generation_``.
+
+    ``fitness="eval"`` scores a trained policy by ``n_eval_episodes`` deterministic episodes,
+    ``"train"`` by its training returns over the last 10% of updates. ``chunk_size`` bounds how many
+    members train at once (memory); it must divide ``population_size`` and does not change results.
+    """
+
+    def __init__(self, envs: Sequence[Any] = ("CartPole-v1",), inner: Any = None, drift: str | Drift = "lpo", *,
+                 population_size: int = 32, generations: int = 100, sigma_init: float = 0.04,
+                 sigma_decay: float = 0.999, sigma_limit: float = 0.01, learning_rate: float = 0.01,
+                 n_inner_seeds: int = 1, fitness: str = "eval", n_eval_episodes: int = 16, eval_every: int = 10,
+                 checkpoint_dir: str | os.PathLike | None = None, seed: int = 0, progress: bool = True,
+                 chunk_size: int | None = None, devices: Sequence[Any] | None = None):
+        self.envs = envs
+        self.inner = inner
+        self.drift = drift
+        self.population_size = population_size
+        self.generations = generations
+        self.sigma_init = sigma_init
+        self.sigma_decay = sigma_decay
+        self.sigma_limit = sigma_limit
+        self.learning_rate = learning_rate
+        self.n_inner_seeds = n_inner_seeds
+        self.fitness = fitness
+        self.n_eval_episodes = n_eval_episodes
+        self.eval_every = eval_every
+        self.checkpoint_dir = checkpoint_dir
+        self.seed = seed
+        self.progress = progress
+        self.chunk_size = chunk_size
+        self.devices = devices
+
+    # -- configuration --------------------------------------------------------------------------------
+    def _validate(self) -> None:
+        p = self.population_size
+        if not _is_int(p) or p < 2:
+            raise ValueError(f"population_size must be an integer >= 2, got {p!r}")
+        if p % 2:
+            raise ValueError(f"population_size={p} is odd, but antithetic sampling pairs every perturbation "
+                             f"with its negation; use an even population (e.g. {p + 1})")
+        if not _is_int(self.generations) or self.generations <= 0:
+            raise ValueError(f"generations must be a positive integer, got {self.generations!r}")
+        for name in ("n_inner_seeds", "n_eval_episodes"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.eval_every is not None and (not _is_int(self.eval_every) or self.eval_every < 0):
+            raise ValueError(f"eval_every must be a non-negative integer (0 or None: never), got {self.eval_every!r}")
+        if not (self.sigma_init > 0 and self.sigma_limit > 0 and 0 < self.sigma_decay <= 1):
+            raise ValueError("need sigma_init > 0, sigma_limit > 0 and 0 < sigma_decay <= 1, got "
+                             f"{self.sigma_init}, {self.sigma_limit}, {self.sigma_decay}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.fitness not in inner_lib.FITNESS_MODES:
+            raise ValueError(f"fitness must be one of {inner_lib.FITNESS_MODES}, got {self.fitness!r}")
+        if self.chunk_size is not None and (not _is_int(self.chunk_size) or self.chunk_size < 1
+                                            or p % self.chunk_size):
+            raise ValueError(f"chunk_size={self.chunk_size!r} must be a positive integer dividing "
+                             f"population_size={p}")
+        if not _is_int(self.seed) or isinstance(self.seed, bool):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        envs = [self.envs] if isinstance(self.envs, str) else list(self.envs)
+        if not envs:
+            raise ValueError("envs is empty: give at least one environment id, e.g. envs=['CartPole-v1']")
+
+    def _setup(self) -> dict:
+        """Resolve environments, inner configurations, genome and strategy (no training yet)."""
+        from agents.envs import JaxEnv, make_env
+        from agents.estimators import PPO
+
+        self._validate()
+        env_specs = [self.envs] if isinstance(self.envs, str) else list(self.envs)
+        envs = []
+        for spec in env_specs:
+            env = make_env(spec)
+            if not isinstance(env, JaxEnv):
+                raise ValueError(f"meta-training needs JAX-native environments (gymnax, Brax); {spec!r} is "
+                                 "stepped on the host and cannot be vmapped over a population")
+            envs.append(env)
+        inner = self.inner if self.inner is not None else PPO(total_timesteps=100_000)
+        configs = [inner.make_config(env) for env in envs]
+        genome = resolve_genome(self.drift, int(self.seed))
+        strategy = es_lib.make_strategy(self.population_size, genome.params, self.sigma_init, self.sigma_decay,
+                                        self.sigma_limit, self.learning_rate)
+        chunk = int(self.chunk_size or self.population_size)
+        fingerprint = {
+            "format": 1,
+            "envs": [env.id for env in envs],
+            "inner_configs": [c.to_dict() for c in configs],
+            "drift": genome.to_spec() if genome.savable else {"name": genome.name},
+            "drift_init": _params_digest(genome.params),
+            "population_size": int(self.population_size),
+            "sigma_init": float(self.sigma_init), "sigma_decay": float(self.sigma_decay),
+            "sigma_limit": float(self.sigma_limit), "learning_rate": float(self.learning_rate),
+            "n_inner_seeds": int(self.n_inner_seeds), "fitness": self.fitness,
+            "n_eval_episodes": int(self.n_eval_episodes), "eval_every": int(self.eval_every or 0),
+            "seed": int(self.seed), "evosax": _evosax_version(),
+        }
+        fns = [inner_lib.compiled_population_fn(c, env, genome.fn, genome.temporal, self.fitness,
+                                                int(self.n_eval_episodes)) for c, env in zip(configs, envs, strict=True)]
+        return {"envs": envs, "configs": configs, "genome": genome, "strategy": strategy,
+                "es_params": strategy.default_params, "chunk": chunk, "mesh": inner_lib.make_mesh(self.devices, chunk),
+                "fingerprint": fingerprint, "fns": fns}
+
+    # -- the run --------------------------------------------------------------------------------------
+    def fit(self) -> Drift:
+        """Run (or resume from ``checkpoint_dir``) the meta-training; return the ES mean as a Drift."""
+        s = self._setup()
+        strategy, es_params, genome = s["strategy"], s["es_params"], s["genome"]
+        folder = Path(self.checkpoint_dir) if self.checkpoint_dir is not None else None
+        stored = ckpt.load_checkpoint(folder) if folder is not None else None
+        template = strategy.init(jax.random.PRNGKey(0), genome.params, es_params)
+        if stored is not None:
+            ckpt.check_fingerprint(stored["meta"]["fingerprint"], s["fingerprint"], stored["path"])
+            state = es_lib.state_from_arrays(template, stored["es_arrays"], str(stored["path"]))
+            key = jnp.asarray(stored["key"])
+            history = list(stored["meta"]["history"])
+            baselines = stored["meta"]["baselines"]
+            start = int(stored["meta"]["generation"])
+            self._log(f"resuming {folder} at generation {start}/{self.generations}")
+        else:
+            key, k_init = jax.random.split(jax.random.PRNGKey(int(self.seed)))
+            state = strategy.init(k_init, genome.params, es_params)
+            history, start = [], 0
+            baselines = self._measure_baselines(s)
+            if folder is not None:
+                self._checkpoint(folder, s, 0, state, key, history, baselines)
+        self.baselines_ = baselines
+
+        for gen in range(start, int(self.generations)):
+            key, state, record = self._generation(s, gen, key, state, baselines)
+            history.append(record)
+            if folder is not None:
+                self._checkpoint(folder, s, gen + 1, state, key, history, baselines)
+            self._log(_progress_line(record, int(self.generations)))
+
+        self.history_ = history
+        self.generation_ = max(start, int(self.generations))
+        mean = jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)), strategy.get_mean(state))
+        self.drift_ = genome.with_params(mean)
+        self.es_state_ = state
+        if folder is not None:
+            self._write_outputs(folder, s)
+        return self.drift_
+
+    def _generation(self, s: dict, gen: int, key, state, baselines: dict):
+        """One ask / evaluate / tell step; returns the new key and state and the history record."""
+        t0 = time.perf_counter()
+        strategy, es_params = s["strategy"], s["es_params"]
+        sigma = float(state.std)
+        key, k_ask, k_inner, k_tell = jax.random.split(key, 4)
+        population, state = strategy.ask(k_ask, state, es_params)
+        seeds = jax.random.split(k_inner, int(self.n_inner_seeds))
+        keys = np.broadcast_to(np.asarray(seeds), (self.population_size,) + seeds.shape).copy()
+        t_inner = time.perf_counter()
+        scores, raw = self._score(s, population, keys, baselines)
+        t_inner = time.perf_counter() - t_inner
+        finite = np.isfinite(scores)
+        nan_members = [int(i) for i in np.flatnonzero(~finite)]
+        if nan_members:
+            self._log(f"generation {gen}: members {nan_members} had NaN/inf fitness; counted as worst")
+        es_fitness = jnp.asarray(np.where(finite, -scores, np.inf), jnp.float32)  # evosax minimises
+        state, _ = strategy.tell(k_tell, population, es_fitness, state, es_params)
+        jax.block_until_ready(state)
+        record = {
+            "generation": gen,
+            "fitness_mean": _stat(np.mean, scores[finite]),
+            "fitness_max": _stat(np.max, scores[finite]),
+            "fitness_min": _stat(np.min, scores[finite]),
+            "return_mean": {env.id: _stat(np.nanmean, r) for env, r in zip(s["envs"], raw, strict=True)},
+            "n_nan": len(nan_members), "nan_members": nan_members,
+            "sigma": sigma,
+            "inner_seconds": t_inner,
+        }
+        every = int(self.eval_every or 0)
+        if every and (gen + 1) % every == 0:  # by index only, so history never depends on `generations`
+            mean = strategy.get_mean(state)
+            record["mean_score"], record["mean_return"] = self._evaluate_params(s, mean, baselines)
+        record["seconds"] = time.perf_counter() - t0
+        return key, state, record
+
+    def _score(self, s: dict, population, keys: np.ndarray, baselines: dict):
+        """Normalised fitness per member (mean over envs and inner seeds) and raw returns per env."""
+        per_env, raw = [], []
+        for env, fn in zip(s["envs"], s["fns"], strict=True):
+            returns = inner_lib.run_population(fn, population, keys, s["chunk"], s["mesh"])  # (P, seeds)
+            b = baselines[env.id]
+            per_env.append(inner_lib.normalise(returns, b["random"], b["reference"]).mean(axis=1))
+            raw.append(returns.mean(axis=1))
+        with np.errstate(invalid="ignore"):
+            return np.mean(per_env, axis=0), raw
+
+    def _reference_keys(self) -> np.ndarray:
+        """Fixed, distinct keys (one per member slot x inner seed) for precise single-drift estimates."""
+        k = jax.random.fold_in(jax.random.PRNGKey(int(self.seed)), 0x5EED)
+        keys = jax.random.split(k, self.population_size * int(self.n_inner_seeds))
+        return np.asarray(keys).reshape(self.population_size, int(self.n_inner_seeds), -1)
+
+    def _replicate(self, params) -> Any:
+        return jax.tree_util.tree_map(lambda x: np.broadcast_to(np.asarray(x), (self.population_size,) + np.shape(x)),
+                                      params)
+
+    def _evaluate_params(self, s: dict, params, baselines: dict) -> tuple[float, dict]:
+        """Normalised score and raw return of one drift, over population x inner-seed fixed seeds."""
+        keys = self._reference_keys()
+        scores, returns = [], {}
+        for env, fn in zip(s["envs"], s["fns"], strict=True):
+            r = inner_lib.run_population(fn, self._replicate(params), keys, s["chunk"], s["mesh"])
+            b = baselines[env.id]
+            scores.append(float(np.nanmean(inner_lib.normalise(r, b["random"], b["reference"]))))
+            returns[env.id] = float(np.nanmean(r))
+        return float(np.mean(scores)), returns
+
+    def _measure_baselines(self, s: dict) -> dict:
+        """Per env: a random policy's return and the starting drift's return (on the reference seeds)."""
+        t0 = time.perf_counter()
+        keys = self._reference_keys()
+        out = {}
+        for env, fn in zip(s["envs"], s["fns"], strict=True):
+            rand = inner_lib.random_policy_return(env, 64, jax.random.fold_in(jax.random.PRNGKey(int(self.seed)), 7))
+            ref = inner_lib.run_population(fn, self._replicate(s["genome"].params), keys, s["chunk"], s["mesh"])
+            out[env.id] = {"random": rand, "reference": float(np.nanmean(ref)),
+                           "reference_sem": float(np.nanstd(ref) / math.sqrt(max(1, np.isfinite(ref).sum())))}
+            self._log(f"baseline {env.id}: random policy {rand:.1f}, starting drift ({s['genome'].name}) "
+                      f"{out[env.id]['reference']:.1f} +- {out[env.id]['reference_sem']:.1f} "
+                      f"({time.perf_counter() - t0:.1f} s incl. compile)")
+        return out
+
+    def _checkpoint(self, folder: Path, s: dict, generation: int, state, key, history, baselines) -> None:
+        ckpt.save_checkpoint(folder, fingerprint=s["fingerprint"], generation=generation,
+                             es_arrays=es_lib.state_to_arrays(state), key=np.asarray(key), history=history,
+                             baselines=baselines)
+
+    def _write_outputs(self, folder: Path, s: dict) -> None:
+        """The learned drift file, the meta-training curve and the drift's picture (when available)."""
+        meta = {"meta_training": {"envs": s["fingerprint"]["envs"], "generations": self.generation_,
+                                  "population_size": int(self.population_size), "baselines": self.baselines_,
+                                  "final_mean_score": _last_mean_score(self.history_)}}
+        if self.drift_.savable:
+            self.drift_.save(folder / "drift.drift", extra_meta=meta)
+        try:
+            from metalearn.plotting import plot_history
+
+            fig = plot_history(self.history_, title=f"meta-training {self.drift_.name} on {', '.join(meta['meta_training']['envs'])}")
+            fig.savefig(folder / "meta_curve.png", dpi=110, bbox_inches="tight")
+            _close(fig)
+        except ImportError:  # matplotlib missing: the numbers are in history.json
+            pass
+        try:
+            from drifts.plotting import plot_drift
+        except ImportError:  # drifts.plotting not available in this installation
+            return
+        fig = plot_drift(self.drift_)
+        fig.savefig(folder / "drift.png", dpi=110, bbox_inches="tight")
+        _close(fig)
+
+    def _log(self, message: str) -> None:
+        if self.progress:
+            print(f"[meta-train] {message}", file=sys.stderr, flush=True)
+
+
+def _stat(fn, values) -> float | None:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(fn(values)) if values.size else None
+
+
+def _last_mean_score(history: list) -> float | None:
+    scores = [h["mean_score"] for h in history if h.get("mean_score") is not None]
+    return scores[-1] if scores else None
+
+
+def _fmt(x: float | None) -> str:
+    return "nan" if x is None else f"{x:.3f}"
+
+
+def _progress_line(record: dict, total: int) -> str:
+    line = (f"gen {record['generation'] + 1}/{total}  fitness mean {_fmt(record['fitness_mean'])} "
+            f"max {_fmt(record['fitness_max'])}  sigma {record['sigma']:.4f}  {record['seconds']:.1f} s/gen")
+    if record.get("mean_score") is not None:
+        line += f"  | ES mean score {record['mean_score']:.3f}"
+    if record["n_nan"]:
+        line += f"  ({record['n_nan']} NaN)"
+    return line
+
+
+def _evosax_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("evosax")
+    except PackageNotFoundError:  # pragma: no cover
+        return "unknown"
+
+
+def _close(fig) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

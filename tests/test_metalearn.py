@@ -1,0 +1,219 @@
+"""Meta-training: a tiny run gives a valid drift; resume (also after SIGKILL) and two devices change nothing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from agents.estimators import PPO
+from drifts import Drift, get_drift
+from metalearn import MetaTrainer
+from metalearn import es as es_lib
+from metalearn.checkpoint import CHECKPOINT_FILE, ConfigMismatchError
+
+INNER = dict(total_timesteps=1024, num_envs=4, num_steps=32, num_minibatches=2, update_epochs=2)
+TINY = dict(population_size=4, n_eval_episodes=4, eval_every=2, progress=False, seed=0)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(**kw) -> MetaTrainer:
+    return MetaTrainer(inner=PPO(**INNER), **{**TINY, **kw})
+
+
+def leaves(drift: Drift) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(drift.params)]
+
+
+def assert_same_run(a: Drift, b: Drift, hist_a: list, hist_b: list) -> None:
+    for x, y in zip(leaves(a), leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+    strip = [{k: v for k, v in h.items() if "seconds" not in k} for h in hist_a]
+    assert strip == [{k: v for k, v in h.items() if "seconds" not in k} for h in hist_b]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("meta") / "ref"
+    mt = tiny(generations=3, checkpoint_dir=folder)
+    return mt, mt.fit(), folder
+
+
+def test_tiny_run_gives_valid_loadable_drift(reference):
+    from drifts import check_drift
+
+    mt, drift, folder = reference
+    assert len(mt.history_) == 3 and mt.generation_ == 3
+    assert {"fitness_mean", "fitness_max", "fitness_min", "sigma", "seconds"} <= set(mt.history_[0])
+    assert mt.history_[1]["mean_score"] is not None and mt.history_[0].get("mean_score") is None
+    assert mt.history_[2]["sigma"] < mt.history_[0]["sigma"] <= 0.04  # the schedule decays
+    assert not np.allclose(leaves(drift)[1], 0.0)  # the output layer moved away from PPO's zero
+    loaded = get_drift(folder / "drift.drift")
+    for x, y in zip(leaves(drift), leaves(loaded), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert check_drift(loaded).valid
+    saved = json.loads((folder / "history.json").read_text())
+    assert saved["generation"] == 3 and len(saved["history"]) == 3
+    assert set(saved["baselines"]["CartPole-v1"]) >= {"random", "reference"}
+    assert (folder / "meta_curve.png").stat().st_size > 0
+
+
+def test_resume_equals_uninterrupted(reference, tmp_path):
+    mt_ref, drift_ref, _ = reference
+    tiny(generations=1, checkpoint_dir=tmp_path).fit()
+    resumed = tiny(generations=3, checkpoint_dir=tmp_path)
+    assert_same_run(resumed.fit(), drift_ref, resumed.history_, mt_ref.history_)
+    again = tiny(generations=3, checkpoint_dir=tmp_path)  # already complete: nothing recomputed
+    assert_same_run(again.fit(), drift_ref, again.history_, mt_ref.history_)
+
+
+KILLED_RUN = textwrap.dedent("""
+    import sys, time
+    from agents.estimators import PPO
+    import metalearn.trainer as trainer
+    from metalearn import MetaTrainer
+
+    inner, tiny, folder = eval(sys.argv[1]), eval(sys.argv[2]), sys.argv[3]
+    original, calls = trainer.inner_lib.run_population, [0]
+
+    def stall(*args, **kwargs):  # call 4 is generation 1's evaluation of the ES mean, before its checkpoint
+        calls[0] += 1
+        if calls[0] == 4:
+            print("KILL-ME", flush=True)
+            time.sleep(120)
+        return original(*args, **kwargs)
+
+    trainer.inner_lib.run_population = stall
+    MetaTrainer(inner=PPO(**inner), generations=3, checkpoint_dir=folder, **tiny).fit()
+""")
+
+TWO_DEVICES = textwrap.dedent("""
+    import sys
+    import jax
+    from agents.estimators import PPO
+    from metalearn import MetaTrainer
+
+    inner, tiny, folder = eval(sys.argv[1]), eval(sys.argv[2]), sys.argv[3]
+    print("devices", jax.device_count(), flush=True)
+    MetaTrainer(inner=PPO(**inner), generations=3, checkpoint_dir=folder, **tiny).fit()
+    print("DONE", flush=True)
+""")
+
+
+def run_script(script: str, folder: Path, timeout: float, kill_on: str | None = None, devices: int = 1):
+    """Run ``script`` in a fresh interpreter; SIGKILL it when it prints ``kill_on`` or after ``timeout``."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    flags += [f"--xla_force_host_platform_device_count={devices}"] if devices > 1 else []
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": " ".join(flags)}
+    proc = subprocess.Popen([sys.executable, "-c", script, repr(INNER), repr(TINY), str(folder)], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    timer = threading.Timer(timeout, proc.kill)  # a wedged subprocess fails the test instead of hanging it
+    timer.start()
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if kill_on is not None and line.startswith(kill_on):
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait(timeout=30)
+        timed_out = not timer.is_alive()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+    return proc, lines, timed_out
+
+
+@pytest.mark.slow
+def test_sigkill_mid_generation_then_resume_equals_uninterrupted(reference, tmp_path):
+    mt_ref, drift_ref, _ = reference
+    proc, lines, timed_out = run_script(KILLED_RUN, tmp_path, timeout=150, kill_on="KILL-ME")
+    assert not timed_out and "KILL-ME\n" in lines, (lines, proc.stderr.read())
+    assert proc.returncode == -signal.SIGKILL
+    stored = json.loads((tmp_path / "history.json").read_text())
+    assert stored["generation"] == 1  # killed inside generation index 1, before its checkpoint
+    assert not (tmp_path / "drift.drift").exists()
+    resumed = tiny(generations=3, checkpoint_dir=tmp_path)
+    assert_same_run(resumed.fit(), drift_ref, resumed.history_, mt_ref.history_)
+
+
+@pytest.mark.slow
+def test_two_devices_give_the_same_result(reference, tmp_path):
+    _, drift_ref, _ = reference
+    proc, lines, timed_out = run_script(TWO_DEVICES, tmp_path, timeout=75, devices=2)
+    if timed_out:
+        pytest.xfail("XLA:CPU wedged running the sharded PPO program on 2 forced host devices (all threads idle "
+                     "on futexes; seen on this 2-core machine, see docs/results.md)")
+    assert "devices 2\n" in lines and "DONE\n" in lines, (lines, proc.stderr.read())
+    two = get_drift(tmp_path / "drift.drift")
+    for x, y in zip(leaves(two), leaves(drift_ref), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(population_size=5), "odd"),
+    (dict(population_size=1), ">= 2"),
+    (dict(generations=0), "generations"),
+    (dict(generations=-3), "generations"),
+    (dict(chunk_size=3), "chunk_size"),
+    (dict(envs=["CartPoel-v1"]), "CartPole-v1"),
+    (dict(envs=[]), "envs is empty"),
+    (dict(drift="lpoo"), "unknown drift genome"),
+    (dict(fitness="best"), "fitness"),
+])
+def test_bad_configurations_refused(kw, match):
+    with pytest.raises(ValueError, match=match):
+        tiny(generations=kw.pop("generations", 2), **kw).fit()
+
+
+def test_checkpoint_of_other_configuration_refused_and_untouched(reference):
+    _, _, folder = reference
+    before = (folder / CHECKPOINT_FILE).read_bytes()
+    with pytest.raises(ConfigMismatchError, match=r"sigma_init: checkpoint has 0.04, this run has 0.05"):
+        tiny(generations=3, checkpoint_dir=folder, sigma_init=0.05).fit()
+    with pytest.raises(ConfigMismatchError, match="total_timesteps"):
+        MetaTrainer(inner=PPO(**{**INNER, "total_timesteps": 2048}), generations=3, checkpoint_dir=folder, **TINY).fit()
+    assert (folder / CHECKPOINT_FILE).read_bytes() == before
+
+
+def test_es_state_round_trip_and_mismatch():
+    from drifts import lpo
+
+    strategy = es_lib.make_strategy(4, lpo(hidden=8).params, 0.04, 0.999, 0.01, 0.01)
+    state = strategy.init(jax.random.PRNGKey(1), lpo(hidden=8).params, strategy.default_params)
+    arrays = es_lib.state_to_arrays(state)
+    back = es_lib.state_from_arrays(state, arrays)
+    for x, y in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(back), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    other = es_lib.make_strategy(4, lpo(hidden=16).params, 0.04, 0.999, 0.01, 0.01)
+    template = other.init(jax.random.PRNGKey(1), lpo(hidden=16).params, other.default_params)
+    with pytest.raises(ValueError, match="shape"):
+        es_lib.state_from_arrays(template, arrays)
+
+
+def test_sigma_schedule_matches_paper():
+    sched = es_lib.sigma_schedule(0.04, 0.999, 0.01)
+    assert float(sched(0)) == pytest.approx(0.04)
+    assert float(sched(100)) == pytest.approx(0.04 * 0.999**100, rel=1e-5)
+    assert float(sched(5000)) == pytest.approx(0.01)
+
+
+def test_cli_meta_train_writes_outputs_and_resumes(tmp_path, capsys):
+    from metalearn.cli import main
+
+    argv = ["--generations", "1", "--population", "4", "--timesteps", "1024", "--eval-episodes", "4",
+            "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    assert (tmp_path / "drift.drift").exists() and (tmp_path / "history.json").exists()
+    assert main(argv[:1] + ["2"] + argv[2:]) == 0  # resumes for one more generation
+    assert json.loads((tmp_path / "history.json").read_text())["generation"] == 2
+    assert main(argv[:5] + ["2048"] + argv[6:]) == 2  # other configuration: refused
+    assert "different configuration" in capsys.readouterr().err
