@@ -1,9 +1,10 @@
 """The inner loop: a whole ES population of PPO runs in one compiled, sharded call per environment.
 
-``population_fn(pop_params, keys) -> returns (members, seeds)`` vmaps the agents' own pure
-``make_train`` over the members' drift parameters (and over inner seeds), then scores each trained
-policy. The population axis is sharded over a 1-D device mesh, so on ``k`` devices each holds
-``members / k`` runs; nothing else changes, which is why one and several devices give the same result.
+``run_population(fn, pop_params, keys) -> returns (members, seeds)`` vmaps the agents' own pure
+training (``make_train_parts``, the pieces of ``make_train``) over the members' drift parameters and
+over inner seeds, then scores each trained policy. The population axis is sharded over a 1-D device
+mesh, so on ``k`` devices each holds ``members / k`` runs; nothing else changes, which is why one and
+several devices give the same result.
 
 Multi-host: run the same program on every host, calling first
 ``jax.distributed.initialize(coordinator_address="host0:1234", num_processes=N, process_id=i)``
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,41 +25,63 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from agents.config import PPOConfig
-from agents.core import make_evaluate, make_train
+from agents.core import make_evaluate, make_train_parts
 from agents.envs import JaxEnv
 from drifts.base import Drift
 
 FITNESS_MODES = ("eval", "train")
 
 
+class PopulationFn(NamedTuple):
+    """The compiled pieces of the inner loop (see :func:`compiled_population_fn`)."""
+
+    run: Callable    # (pop_params, init_states, eval_keys) -> returns (members, seeds)
+    init: Callable   # key -> initial RunnerState of one PPO run (unbatched)
+
+
 @functools.lru_cache(maxsize=32)
 def compiled_population_fn(config: PPOConfig, env: JaxEnv, drift_fn: Callable, temporal: bool, fitness: str,
-                           n_eval_episodes: int) -> Callable:
-    """``f(pop_params, keys) -> (members, seeds)`` mean returns, jitted once per configuration.
+                           n_eval_episodes: int) -> PopulationFn:
+    """The inner loop, jitted once per configuration: the agents' own ``make_train_parts`` pieces.
 
-    ``keys`` has shape ``(members, seeds, 2)``: the trainer gives every member the same keys in a
-    generation (common random numbers: members differ only by their drift, which lowers the variance
-    of the ES gradient) and distinct keys when it estimates one drift's return precisely.
-    ``fitness="eval"`` scores the final policy by ``n_eval_episodes`` deterministic episodes;
+    ``run`` scans the PPO update from given initial states, vmapped over inner seeds and members.
+    Initial states are built outside it, one unbatched ``init`` per distinct key: the network's
+    orthogonal initialiser is a LAPACK QR, and a *batched* QR inside the population program fans out
+    over XLA:CPU's intra-op pool while the device executions hold that pool's threads, which wedges
+    the process on small machines (seen here: 2 cores, and always with 2 forced host devices).
+    ``fitness="eval"`` scores a final policy by ``n_eval_episodes`` deterministic episodes;
     ``"train"`` by the mean training return of the last 10% of updates.
     """
     if fitness not in FITNESS_MODES:
         raise ValueError(f"fitness must be one of {FITNESS_MODES}, got {fitness!r}")
-    train = make_train(config, env, Drift("meta", drift_fn, None, temporal=temporal))
+    init, update = make_train_parts(config, env, Drift("meta", drift_fn, None, temporal=temporal))
     evaluate = make_evaluate(config, env, int(n_eval_episodes))
     n_last = max(1, config.num_updates // 10)
 
-    def one_run(drift_params, key):
-        k_train, k_eval = jax.random.split(key)
-        out = train(k_train, drift_params)
+    def one_run(drift_params, state, k_eval):
+        state, metrics = jax.lax.scan(lambda s, _: update(s, drift_params), state, None, config.num_updates)
         if fitness == "eval":
-            return jnp.mean(evaluate(out.params, out.obs_stats, k_eval))
-        return jnp.nanmean(out.metrics["episode_return"][-n_last:])
+            return jnp.mean(evaluate(state.params, state.obs_stats, k_eval))
+        return jnp.nanmean(metrics["episode_return"][-n_last:])
 
-    def member(drift_params, keys):
-        return jax.vmap(one_run, in_axes=(None, 0))(drift_params, keys)
+    def member(drift_params, states, eval_keys):
+        return jax.vmap(one_run, in_axes=(None, 0, 0))(drift_params, states, eval_keys)
 
-    return jax.jit(jax.vmap(member))
+    return PopulationFn(jax.jit(jax.vmap(member)), jax.jit(lambda key: init(key, None)))
+
+
+def initial_states(fn: PopulationFn, train_keys: np.ndarray) -> Any:
+    """Initial PPO states for keys of shape ``(members, seeds, 2)``, each distinct key initialised once."""
+    cache: dict[bytes, Any] = {}
+    flat = train_keys.reshape(-1, train_keys.shape[-1])
+    states = []
+    for k in flat:
+        b = k.tobytes()
+        if b not in cache:
+            cache[b] = jax.tree_util.tree_map(np.asarray, jax.device_get(fn.init(jnp.asarray(k))))
+        states.append(cache[b])
+    stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *states)
+    return jax.tree_util.tree_map(lambda x: x.reshape(train_keys.shape[:2] + x.shape[1:]), stacked)
 
 
 def make_mesh(devices: Sequence[Any] | None, chunk: int) -> Mesh:
@@ -92,16 +115,22 @@ def to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def run_population(fn: Callable, pop_params: Any, keys: np.ndarray, chunk: int, mesh: Mesh) -> np.ndarray:
-    """Evaluate every member, ``chunk`` members per compiled call (bounded memory), in order."""
+def run_population(fn: PopulationFn, pop_params: Any, keys: np.ndarray, chunk: int, mesh: Mesh) -> np.ndarray:
+    """Returns ``(members, seeds)``: every member trained from ``keys`` ``(members, seeds, 2)``, ``chunk``
+    members per compiled call (bounded memory), in order. Each key splits into a training key and an
+    evaluation key, as ``make_train`` users would do."""
     n = int(np.shape(keys)[0])
     if n % chunk:
         raise ValueError(f"population of {n} does not split into chunks of {chunk}; choose chunk_size dividing it")
+    split = np.asarray(jax.vmap(jax.random.split)(jnp.asarray(keys.reshape(-1, keys.shape[-1]))))
+    split = split.reshape(keys.shape[:2] + split.shape[1:])  # (members, seeds, 2, key)
     host = jax.tree_util.tree_map(np.asarray, jax.device_get(pop_params))
     outs = []
     for start in range(0, n, chunk):
-        part = jax.tree_util.tree_map(lambda x, s=start: x[s:s + chunk], host)
-        outs.append(to_host(fn(shard(part, mesh), shard(keys[start:start + chunk], mesh))))
+        sl = slice(start, start + chunk)
+        part = jax.tree_util.tree_map(lambda x, sl=sl: x[sl], host)
+        states = initial_states(fn, split[sl, :, 0])
+        outs.append(to_host(fn.run(shard(part, mesh), shard(states, mesh), shard(split[sl, :, 1], mesh))))
     return np.concatenate(outs, axis=0)
 
 
