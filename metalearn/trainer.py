@@ -188,7 +188,7 @@ class MetaTrainer:
             self._log(f"resuming {folder} at generation {start}/{self.generations}")
         else:
             key, k_init = jax.random.split(jax.random.PRNGKey(int(self.seed)))
-            state = strategy.init(k_init, genome.params, es_params)
+            state = _strong_types(strategy.init(k_init, genome.params, es_params))
             history, start = [], 0
             baselines = self._measure_baselines(s)
             if folder is not None:
@@ -229,7 +229,7 @@ class MetaTrainer:
             self._log(f"generation {gen}: members {nan_members} had NaN/inf fitness; counted as worst")
         es_fitness = jnp.asarray(np.where(finite, -scores, np.inf), jnp.float32)  # evosax minimises
         state, _ = strategy.tell(k_tell, population, es_fitness, state, es_params)
-        jax.block_until_ready(state)
+        state = _strong_types(state)
         record = {
             "generation": gen,
             "fitness_mean": _stat(np.mean, scores[finite]),
@@ -325,6 +325,16 @@ class MetaTrainer:
     def _log(self, message: str) -> None:
         if self.progress:
             print(f"[meta-train] {message}", file=sys.stderr, flush=True)
+
+
+def _strong_types(state):
+    """The state as a checkpoint restores it (plain, strongly typed arrays).
+
+    evosax's ``init`` returns weakly typed scalars that ``tell`` makes strong, which would recompile
+    ``ask``/``tell`` in generation 1 and make resumed runs take other compiled paths; normalising
+    every generation gives one compilation and identical code before and after a resume.
+    """
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)), jax.device_get(state))
 
 
 def _stat(fn, values) -> float | None:
