@@ -68,8 +68,16 @@ def _compiled_for_spaces(config: PPOConfig, env: JaxEnv, drift_fn: Any, temporal
         params = init_params(config, env, key)
         return params, make_optimizer(config).init(params)
 
+    init_one = jax.jit(init)
+
+    def init_seeds(keys):
+        # One seed at a time, then stacked: with the MuJoCo library loaded, a vmapped (batched) QR in the
+        # orthogonal initialiser hangs XLA on this CPU (seen with mujoco 4.0 and jaxlib 0.10.2).
+        inits = [init_one(k) for k in keys]
+        return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *inits)
+
     return (
-        jax.jit(jax.vmap(init)),
+        init_seeds,
         jax.jit(jax.vmap(policy_step)),
         jax.jit(jax.vmap(learn, in_axes=(0, 0, 0, 0, 0, 0, None, None))),
         jax.jit(jax.vmap(ObsStats.update)),
