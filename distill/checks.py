@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from types import SimpleNamespace
 from typing import Any
 
@@ -101,56 +100,36 @@ class SymbolicVerdict:
         return cls(None, conds, detail)
 
 
-SYMBOLIC_TIMEOUT_S = 30.0
-SYMBOLIC_MEMORY_BYTES = 3 * 2**30
+SYMBOLIC_TIMEOUT_S = 15.0
 
 
-def _symbolic_child(text: str, conn) -> None:  # runs in a forked process
-    try:
-        import resource
+def _symbolic_job(text: str) -> dict:
+    from drifts.symbolic import check_drift_symbolic
 
-        resource.setrlimit(resource.RLIMIT_AS, (SYMBOLIC_MEMORY_BYTES, SYMBOLIC_MEMORY_BYTES))
-        from drifts.symbolic import check_drift_symbolic
-
-        conn.send(("ok", check_drift_symbolic(text, numeric=False).to_dict()))
-    except BaseException as err:  # noqa: BLE001 - report whatever stopped the prover
-        conn.send(("error", f"{type(err).__name__}: {err}"))
-    finally:
-        conn.close()
+    return check_drift_symbolic(text, numeric=False).to_dict()
 
 
 def symbolic_verdict(expr: sp.Expr, timeout: float = SYMBOLIC_TIMEOUT_S) -> SymbolicVerdict:
-    """``check_drift_symbolic(expr, numeric=False)`` in a forked, time- and memory-limited process.
+    """``check_drift_symbolic(expr, numeric=False)`` in a sandboxed child (see :mod:`distill._sandbox`).
 
-    sympy's simplification can take minutes and tens of GiB on a large genetic-programming expression
-    (measured: 22 GiB on a 100-node DPO fit); a sandbox turns that into an ``undecided`` verdict instead
-    of a killed session. The numeric search runs separately (:func:`check_candidate`).
+    An explosion of sympy becomes an ``undecided`` verdict instead of a killed session. The numeric
+    search runs separately (:func:`check_candidate`).
     """
-    import multiprocessing as mp
+    return _verdict(start_symbolic(expr, timeout).result())
 
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_symbolic_child, args=(sp.sstr(expr), child), daemon=True)
-    with warnings.catch_warnings():
-        # The child only runs sympy (no JAX calls); a lock inherited mid-use is caught by the timeout below.
-        warnings.filterwarnings("ignore", message=".*os.fork.*", category=RuntimeWarning)
-        proc.start()
-    child.close()
-    try:
-        if parent.poll(timeout):
-            status, payload = parent.recv()
-        else:
-            status, payload = "error", f"symbolic prover did not finish within {timeout:.0f} s"
-    except EOFError:
-        status, payload = "error", "symbolic prover died (out of memory?)"
-    finally:
-        if proc.is_alive():
-            proc.kill()
-        proc.join(5)
-        parent.close()
+
+def start_symbolic(expr: sp.Expr, timeout: float = SYMBOLIC_TIMEOUT_S):
+    """Start the sandboxed symbolic check; ``.result()`` waits for it (the numeric check runs meanwhile)."""
+    from distill._sandbox import start_sandboxed
+
+    return start_sandboxed(_symbolic_job, sp.sstr(expr), timeout)
+
+
+def _verdict(outcome: tuple[str, object]) -> SymbolicVerdict:
+    status, payload = outcome
     if status == "ok":
         return SymbolicVerdict.from_dict(payload)
-    return SymbolicVerdict.unknown(payload)
+    return SymbolicVerdict.unknown(f"symbolic prover: {payload}")
 
 
 def check_candidate(expr: sp.Expr, drift) -> CandidateReport:
@@ -159,11 +138,12 @@ def check_candidate(expr: sp.Expr, drift) -> CandidateReport:
     t0 = time.perf_counter()
     symbolic = numeric = None
     error = None
+    job = start_symbolic(expr)  # sympy in a child process while JAX checks numerically here: 2 cores busy
     try:
-        symbolic = symbolic_verdict(expr)
         numeric = check_drift(drift)
     except Exception as err:  # noqa: BLE001 - any failure to check is a failure to validate
         error = f"{type(err).__name__}: {err}"
+    symbolic = _verdict(job.result())
     cert, detail = construction_certificate(expr)
     valid = error is None and symbolic.valid is not False and (symbolic.valid is True or cert) and bool(numeric.valid)
     return CandidateReport(symbolic, numeric, valid, time.perf_counter() - t0, error, cert, detail)
@@ -203,7 +183,11 @@ def _smooth_at_identity(h: sp.Expr, r: sp.Symbol) -> bool:
         x1 = x.subs(r, 1)
         return bool(x1.is_Number) and x1 != 0
 
+    # A kink raised to an integer power >= 2 (e.g. Max(0, r - 1)**2) is continuously differentiable.
+    smoothed = {p.base for p in h.atoms(sp.Pow) if p.exp.is_Integer and int(p.exp) >= 2}
     for node in sp.preorder_traversal(h):
+        if node in smoothed:
+            continue
         if isinstance(node, (sp.Max, sp.Min)):
             args = node.args
             if not all(switch_away_from_one(a - b) for i, a in enumerate(args) for b in args[i + 1:]):

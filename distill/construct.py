@@ -64,18 +64,34 @@ def complexity(expr: sp.Expr) -> int:
     return sum(1 for _ in sp.preorder_traversal(expr))
 
 
-def integrate_slope(p: sp.Expr) -> sp.Expr | None:
+def integrate_slope(p: sp.Expr, timeout: float = 10.0) -> sp.Expr | None:
     """For derivative targets: ``int_1^r p(s, A) - p(1, A) ds`` in closed form, or ``None``.
 
     Subtracting ``p(1, A)`` makes the slope at ``r = 1`` zero; integrating from 1 makes the value
-    zero. Returns ``None`` if sympy finds no closed form (that candidate is then dropped).
+    zero. sympy runs in a sandbox (integration can hang); ``None`` if it finds no closed form in
+    ``timeout`` seconds or the result uses functions outside the safe parser's whitelist (the
+    candidate is then dropped).
     """
+    from distill._sandbox import run_sandboxed
+    from drifts.symbolic import parse_expression
+
+    status, payload = run_sandboxed(_integrate_job, sp.sstr(p), timeout)
+    if status != "ok" or payload is None:
+        return None
+    try:
+        return parse_expression(payload)
+    except ValueError:
+        return None
+
+
+def _integrate_job(text: str) -> str | None:
+    from drifts.symbolic import as_expression
+
+    p = as_expression(text)
     s = sp.Symbol("s", positive=True)
     q = (p - p.subs(r, 1)).subs(r, s)
-    try:
-        out = sp.integrate(q, (s, 1, r), risch=False)
-    except (NotImplementedError, ValueError, TypeError):
-        return None
+    out = sp.integrate(q, (s, 1, r), risch=False)
     if out.has(sp.Integral):
         return None
-    return out
+    out = out.replace(sp.cosh, lambda x: (sp.exp(x) + sp.exp(-x)) / 2)  # the parser knows exp, not cosh
+    return sp.sstr(out)

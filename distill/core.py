@@ -32,8 +32,9 @@ def distill(drift, backend="auto", time_budget: float = 60, seed: int = 0, *, n_
     Args:
       drift: a :class:`drifts.Drift`, a name or drift file (``drifts.get_drift``), or a JAX-traceable
         ``f(r, A)``.
-      backend: ``"auto"`` (pyoperon if installed, else ``"linear"``), ``"pyoperon"``, ``"pysr"`` (needs
-        Julia), ``"linear"`` (sparse regression over valid terms; needs nothing), or a backend object.
+      backend: ``"auto"`` (pyoperon pooled with the linear library if pyoperon is installed, else
+        ``"linear"``), ``"pyoperon"``, ``"pysr"`` (needs Julia), ``"linear"`` (sparse regression over
+        valid terms; needs nothing), or a backend object with ``name``, ``native_derivative``, ``fit(task)``.
       time_budget: seconds for the backend's search (shared by the branches); checks come on top.
       seed: seeds sampling, the held-out split and the backend.
       n_samples, r_range, A_range: the sampling design (log-uniform r, uniform A).
@@ -67,16 +68,18 @@ def distill(drift, backend="auto", time_budget: float = 60, seed: int = 0, *, n_
         if train.r.size < 10 or test.r.size < 2:
             raise ValueError(f"too few samples with {name} advantages ({train.r.size} training); raise n_samples "
                              "or widen A_range, or pass split_advantage=False")
-        task = FitTask(train.r, train.A, train.target(target), train.f, target, name, fit_budget, seed + i,
-                       int(max_length))
-        raw = fitter.fit(task)
-        per_branch[name] = _branch_candidates(raw, fitter, target, test)
+        per_branch[name] = []
+        for member, share in getattr(fitter, "members", [(fitter, 1.0)]):
+            task = FitTask(train.r, train.A, train.target(target), train.f, target, name, fit_budget * share,
+                           seed + i, int(max_length))
+            per_branch[name] += _branch_candidates(member.fit(task), member, target, test, train)
+        per_branch[name] = _dedupe(per_branch[name])
     fit_seconds = time.perf_counter() - t0
 
     t1 = time.perf_counter()
     test_all = data.subset(data.test)
     front_exprs = _pareto_front(per_branch, test_all.target(target), max_front)
-    front = [_build_candidate(expr, test_all, target, fitter.name) for expr in front_exprs]
+    front = [c for c in (_build_candidate(e, test_all, target, fitter.name) for e in front_exprs) if c is not None]
     check_seconds = time.perf_counter() - t1
     best = _select_best(front, tolerance)
     settings = {"backend": fitter.name, "time_budget": float(time_budget), "seed": int(seed), "target": target,
@@ -133,16 +136,35 @@ def _valid_form(g: sp.Expr, fitter, target: str) -> sp.Expr | None:
     return f
 
 
+def _dedupe(cands: list[tuple[sp.Expr, int, float]]) -> list[tuple[sp.Expr, int, float]]:
+    return list({str(e): (e, c, sse) for e, c, sse in cands}.values())
+
+
+MAX_INTEGRATIONS = 6  # per branch: symbolic integration is slow, so only the best slopes are integrated
+
+
+def _most_accurate(raw: list[sp.Expr], train, k: int) -> list[sp.Expr]:
+    """The ``k`` raw slope fits closest to the source's ``df/dr`` on training pairs (before integration)."""
+    def sse(g):
+        with np.errstate(all="ignore"):
+            err = np.sum((np.asarray(evaluate(g, train.r, train.A), dtype=float) - train.dfdr) ** 2)
+        return err if np.isfinite(err) else np.inf
+
+    return sorted(raw, key=sse)[:k]
+
+
 def _predict(expr: sp.Expr, r: np.ndarray, A: np.ndarray, target: str) -> np.ndarray:
     e = sp.diff(expr, construct.r) if target == "derivative" else expr
     with np.errstate(all="ignore"):
         return np.asarray(evaluate(e, r, A), dtype=float)
 
 
-def _branch_candidates(raw, fitter, target, test) -> list[tuple[sp.Expr, int, float]]:
+def _branch_candidates(raw, fitter, target, test, train) -> list[tuple[sp.Expr, int, float]]:
     """(valid expression, complexity, held-out SSE) per distinct candidate, plus the zero drift."""
     y = test.target(target)
     out = {"0": (sp.Integer(0), 1, float(np.sum(y**2)))}
+    if target == "derivative" and not fitter.native_derivative:
+        raw = _most_accurate(raw, train, MAX_INTEGRATIONS)
     for g in raw:
         f = _valid_form(g, fitter, target)
         if f is None or str(f) in out:
@@ -178,8 +200,11 @@ def _r2(pred: np.ndarray, y: np.ndarray) -> float:
     return 1.0 - float(np.sum((pred - y) ** 2)) / sst if sst > 0 else float("nan")
 
 
-def _build_candidate(expr: sp.Expr, test, target: str, backend: str) -> Candidate:
-    drift = to_drift(expr)
+def _build_candidate(expr: sp.Expr, test, target: str, backend: str) -> Candidate | None:
+    try:
+        drift = to_drift(expr)
+    except ValueError:  # e.g. longer than the expression family's size limits: cannot be saved, dropped
+        return None
     report = check_candidate(expr, drift)
     r2 = {"drift": _r2(_predict(expr, test.r, test.A, "drift"), test.f),
           "derivative": _r2(_predict(expr, test.r, test.A, "derivative"), test.dfdr)}

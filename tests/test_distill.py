@@ -50,6 +50,13 @@ def test_pyoperon_backend_distils_dpo():
     assert res.best.backend == "pyoperon"
 
 
+def test_pyoperon_derivative_target_is_integrated_into_a_valid_drift():
+    pytest.importorskip("pyoperon")
+    res = distill(CLOSED_FORMS["square"], backend="pyoperon", target="derivative", time_budget=6,
+                  n_samples=2000, max_front=2)
+    assert res.best is not None and res.best.valid and res.best.fidelity >= 0.99, res.summary()
+
+
 def test_every_front_candidate_is_checked(ppo_result):
     assert len(ppo_result.front) >= 2
     for c in ppo_result.front:

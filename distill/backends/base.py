@@ -65,6 +65,7 @@ def _make_linear(**options):
 
 
 BACKENDS: dict[str, Callable[..., Backend]] = {"pyoperon": _make_pyoperon, "pysr": _make_pysr, "linear": _make_linear}
+# "auto" is resolved in resolve_backend (pyoperon + linear, pooled; linear alone without pyoperon).
 
 
 def pyoperon_available() -> bool:
@@ -81,8 +82,26 @@ def available_backends() -> list[str]:
     return out + ["linear"]
 
 
+class PooledBackend:
+    """Several backends on the same task, their candidates pooled into one front.
+
+    ``auto`` uses pyoperon (most of the budget) together with the linear library (a fifth, it is
+    fast): genetic programming finds smooth nonlinear shapes, the library's hinges capture kinks such
+    as PPO's clip or LPO's ReLU that smooth operators approximate poorly. The front then picks.
+    """
+
+    native_derivative = False
+
+    def __init__(self, members: list[tuple[Backend, float]]):
+        self.members = members
+        self.name = "+".join(m.name for m, _ in members)
+
+
 def resolve_backend(backend: str | Backend, options: dict | None = None) -> Backend:
-    """A backend instance from a name (``auto`` = pyoperon if installed, else linear) or an instance."""
+    """A backend from a name or an instance.
+
+    ``auto``: pyoperon pooled with the linear library when pyoperon is installed, else linear alone.
+    """
     options = dict(options or {})
     if not isinstance(backend, str):
         if hasattr(backend, "fit") and hasattr(backend, "name"):
@@ -90,7 +109,9 @@ def resolve_backend(backend: str | Backend, options: dict | None = None) -> Back
         raise TypeError(f"backend must be a name ({', '.join(['auto', *BACKENDS])}) or an object with .fit(task)")
     name = backend.lower()
     if name == "auto":
-        name = "pyoperon" if pyoperon_available() else "linear"
+        if not pyoperon_available():
+            return _make_linear()
+        return PooledBackend([(_make_pyoperon(**options), 0.8), (_make_linear(), 0.2)])
     if name not in BACKENDS:
         close = difflib.get_close_matches(name, ["auto", *BACKENDS], n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
