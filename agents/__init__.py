@@ -3,9 +3,25 @@
 from agents.config import PRESETS, PPOConfig, preset
 from agents.core import TrainOutput, make_evaluate, make_policy_fn, make_train, make_train_parts, policy_loss
 from agents.envs import ActionSpec, JaxEnv, make_env
+from agents.estimators import (
+    DPO,
+    LPO,
+    PPO,
+    DriftConditionError,
+    MirrorAgent,
+    NotFittedError,
+    TrainingDivergedError,
+)
 
 __all__ = [
+    "DPO",
+    "LPO",
+    "PPO",
     "PRESETS",
+    "DriftConditionError",
+    "MirrorAgent",
+    "NotFittedError",
+    "TrainingDivergedError",
     "ActionSpec",
     "JaxEnv",
     "PPOConfig",

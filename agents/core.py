@@ -148,30 +148,41 @@ def make_train_parts(config: PPOConfig, env: JaxEnv, drift: Drift) -> tuple[Call
             update=jnp.asarray(0, jnp.int32),
         )
 
-    def env_step(carry, _):
-        params, env_state, obs, stats, ep_ret, key = carry
-        key, k_act, k_step = jax.random.split(key, 3)
+    def env_step(carry, xs):
+        params, env_state, obs, stats, ep_ret = carry
+        action_noise, step_keys = xs
         x = prep(obs, stats)
-        pi, value = network.apply(params, x)
-        action = nets.sample(spec, pi, k_act)
+        pi = network.apply(params, x, method=network.policy)  # values are computed after the rollout
+        action = nets.sample_from_noise(spec, pi, action_noise)
         logp = nets.log_prob(spec, pi, action)
         next_obs, env_state, reward, terminated, truncated, final_obs = jax.vmap(env.step)(
-            jax.random.split(k_step, n_envs), env_state, nets.to_env_action(spec, action)
+            step_keys, env_state, nets.to_env_action(spec, action)
         )
         done = jnp.logical_or(terminated, truncated)
         ep_ret = ep_ret + reward
         finished = jnp.where(done, ep_ret, 0.0)
         ep_ret = jnp.where(done, 0.0, ep_ret)
-        transition = Transition(x, action, logp, value, reward * config.reward_scale, done.astype(jnp.float32),
+        transition = Transition(x, action, logp, None, reward * config.reward_scale, done.astype(jnp.float32),
                                 truncated.astype(jnp.float32), final_obs, finished)
-        return (params, env_state, next_obs, stats, ep_ret, key), transition
+        return (params, env_state, next_obs, stats, ep_ret), transition
+
+    def rollout_noise(key):
+        # All of a rollout's randomness drawn in two batched calls rather than per step: on the CPU
+        # per-step key splitting costs more than the policy network itself.
+        k_act, k_env, key = jax.random.split(key, 3)
+        action_noise = nets.sample_noise(spec, k_act, (n_steps, n_envs))
+        step_keys = jax.random.split(k_env, n_steps * n_envs).reshape((n_steps, n_envs) + k_env.shape)
+        return (action_noise, step_keys), key
 
     learn = make_learner(config, env, drift)
 
     def update(state: RunnerState, drift_params):
         t = state.update.astype(jnp.float32) / config.num_updates
-        carry = (state.params, state.env_state, state.obs, state.obs_stats, state.episode_return, state.key)
-        (_, env_state, obs, _, ep_ret, key), traj = jax.lax.scan(env_step, carry, None, n_steps)
+        noise, key = rollout_noise(state.key)
+        carry = (state.params, state.env_state, state.obs, state.obs_stats, state.episode_return)
+        (_, env_state, obs, _, ep_ret), traj = jax.lax.scan(env_step, carry, noise)
+        # One batched critic pass over the whole rollout instead of n_steps tiny ones inside the loop.
+        traj = traj._replace(value=network.apply(state.params, traj.obs, method=network.value))
 
         stats = state.obs_stats
         if config.normalize_obs:

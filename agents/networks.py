@@ -19,6 +19,45 @@ from agents.envs import ActionSpec
 _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
 
 
+def _gram_schmidt(a: jax.Array) -> jax.Array:
+    """Orthonormal columns of ``a`` (m >= n) by classical Gram-Schmidt, re-orthogonalised once.
+
+    Equals the ``Q`` of a QR decomposition with a positive ``R`` diagonal, i.e. what
+    ``nn.initializers.orthogonal`` returns, but built from plain matmuls instead of LAPACK's QR.
+    """
+    m, n = a.shape
+
+    def column(k, q):
+        v = a[:, k]
+        for _ in range(2):  # CGS2: the second pass removes what rounding left behind
+            v = v - q @ (q.T @ v)
+        return q.at[:, k].set(v / jnp.linalg.norm(v))
+
+    return jax.lax.fori_loop(0, n, column, jnp.zeros((m, n), a.dtype))
+
+
+def orthogonal(scale: float = 1.0):
+    """Orthogonal initialiser (same distribution as flax's) that never calls LAPACK.
+
+    Why: under ``vmap`` over seeds or an ES population, flax's initialiser becomes a *batched*
+    LAPACK QR, which fans out over XLA:CPU's intra-op thread pool while the executable holds that
+    pool's threads and wedges the process (reproduced here with 2-seed training: every thread
+    asleep, ``block_until_ready`` never returns). Gram-Schmidt batches as ordinary matmuls.
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        n_cols = shape[-1]
+        n_rows = int(np.prod(shape)) // n_cols
+        transpose = n_rows < n_cols
+        m, n = (n_cols, n_rows) if transpose else (n_rows, n_cols)
+        q = _gram_schmidt(jax.random.normal(key, (m, n), jnp.float32))
+        if transpose:
+            q = q.T
+        return (scale * q).reshape(shape).astype(dtype)
+
+    return init
+
+
 class MLP(nn.Module):
     hidden_sizes: Sequence[int]
     activation: str = "tanh"
@@ -27,7 +66,7 @@ class MLP(nn.Module):
     def __call__(self, x):
         act = _ACTIVATIONS[self.activation]
         for size in self.hidden_sizes:
-            x = act(nn.Dense(size, kernel_init=nn.initializers.orthogonal(np.sqrt(2)),
+            x = act(nn.Dense(size, kernel_init=orthogonal(np.sqrt(2)),
                              bias_init=nn.initializers.zeros)(x))
         return x
 
@@ -40,7 +79,7 @@ class MinAtarTorso(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        x = nn.relu(nn.Conv(16, (3, 3), kernel_init=nn.initializers.orthogonal(np.sqrt(2)))(x))
+        x = nn.relu(nn.Conv(16, (3, 3), kernel_init=orthogonal(np.sqrt(2)))(x))
         x = x.reshape(x.shape[:-3] + (-1,))
         return MLP(self.hidden_sizes, self.activation)(x)
 
@@ -59,9 +98,9 @@ class ActorCritic(nn.Module):
     def setup(self):
         self.actor = self._torso("actor")
         self.critic = self._torso("critic")
-        self.actor_head = nn.Dense(self.action_spec.dim, kernel_init=nn.initializers.orthogonal(0.01),
+        self.actor_head = nn.Dense(self.action_spec.dim, kernel_init=orthogonal(0.01),
                                    bias_init=nn.initializers.zeros)
-        self.critic_head = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), bias_init=nn.initializers.zeros)
+        self.critic_head = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=nn.initializers.zeros)
         if not self.action_spec.discrete:
             self.log_std = self.param("log_std", nn.initializers.zeros, (self.action_spec.dim,))
 
@@ -93,6 +132,21 @@ def sample(spec: ActionSpec, pi, key):
         return jax.random.categorical(key, pi)
     mean, log_std = pi
     return mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+
+
+def sample_noise(spec: ActionSpec, key, batch_shape):
+    """The randomness behind :func:`sample_from_noise`, drawn in advance for many steps at once."""
+    if spec.discrete:
+        return jax.random.gumbel(key, tuple(batch_shape) + (spec.n,))
+    return jax.random.normal(key, tuple(batch_shape) + (spec.dim,))
+
+
+def sample_from_noise(spec: ActionSpec, pi, noise):
+    """Sample with pre-drawn noise: Gumbel-max for categoricals, reparameterised Gaussians."""
+    if spec.discrete:
+        return jnp.argmax(pi + noise, axis=-1)
+    mean, log_std = pi
+    return mean + jnp.exp(log_std) * noise
 
 
 def mode(spec: ActionSpec, pi):

@@ -12,7 +12,9 @@ from drifts.library import default_lpo, dpo, from_callable, get_drift, lpo, lpo_
 __all__ = [
     "Drift",
     "check_drift",
+    "check_drift_population",
     "check_drift_symbolic",
+    "compare_drifts",
     "default_lpo",
     "dpo",
     "drift_from_spec",
@@ -28,18 +30,19 @@ __all__ = [
 ]
 
 
+_LAZY = {
+    "check_drift": "drifts.checks",
+    "check_drift_population": "drifts.checks",
+    "check_drift_symbolic": "drifts.symbolic",
+    "plot_drift": "drifts.plotting",
+    "compare_drifts": "drifts.plotting",
+}
+
+
 def __getattr__(name):
     # Checks, symbolic tools and plots import heavier modules (sympy, matplotlib): load on first use.
-    if name == "check_drift":
-        from drifts.checks import check_drift
+    if name in _LAZY:
+        import importlib
 
-        return check_drift
-    if name == "check_drift_symbolic":
-        from drifts.symbolic import check_drift_symbolic
-
-        return check_drift_symbolic
-    if name == "plot_drift":
-        from drifts.plotting import plot_drift
-
-        return plot_drift
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'drifts' has no attribute {name!r}")

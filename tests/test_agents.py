@@ -12,7 +12,7 @@ from agents.estimators import DPO, PPO, MirrorAgent, NotFittedError, TrainingDiv
 from drifts import dpo, ppo
 from mirrorlearn._archive import ArchiveError
 
-SMALL = dict(total_timesteps=20_480, n_seeds=2, seed=3, check_drift=False)  # TEMP
+SMALL = dict(total_timesteps=20_480, n_seeds=2, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +159,15 @@ def test_ppo_drift_policy_loss_equals_clip_objective():
     A = jnp.linspace(-2, 2, 23)
     clip = -jnp.mean(jnp.minimum(r * A, jnp.clip(r, 0.8, 1.2) * A))
     assert float(policy_loss(ppo(), ppo().params, r, A, 0.0)) == pytest.approx(float(clip), abs=1e-6)
+
+
+def test_invalid_drift_is_rejected_at_fit_naming_the_condition():
+    from agents.estimators import DriftConditionError
+
+    kink = MirrorAgent(drift=lambda r, A: jnp.maximum(r - 1.0, 1.0 - r) * jnp.abs(A), total_timesteps=2_048)
+    with pytest.raises(DriftConditionError, match="zero_grad_at_identity"):
+        kink.fit("CartPole-v1")
+    negative = MirrorAgent(drift=lambda r, A: (r - 1.0) ** 2 * A, total_timesteps=2_048)
+    with pytest.raises(DriftConditionError, match="nonnegative"):
+        negative.fit("CartPole-v1")
+    assert not hasattr(negative, "params_")

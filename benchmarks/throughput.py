@@ -1,0 +1,160 @@
+"""Training throughput of the jitted PPO core, side by side with its floor and a peer, in one run.
+
+For 1 and 8 vmapped seeds on CartPole-v1 (gymnax; 4 envs x 128 steps, 4 epochs x 4 minibatches):
+compile seconds, run seconds, steps/s and peak memory of
+
+* ``mirrorlearn``: PPO with the DPO drift, the whole training as one jitted scan;
+* ``env-only floor``: the same scan stepping the same environments with random actions and no
+  learning (the fastest any trainer built on this environment could go);
+* ``sb3``: Stable-Baselines3 PPO with the same hyperparameters (when ``stable-baselines3`` is
+  installed: ``pip install -e ".[bench]"``), one seed.
+
+Each measurement runs in its own subprocess so that peak memory (max RSS) is its own.
+Prints a table and writes JSON (``--out``, default ``benchmarks/results/throughput.json``).
+
+    .venv/bin/python benchmarks/throughput.py                 # 500k steps per seed, as the issue asks
+    .venv/bin/python benchmarks/throughput.py --timesteps 100000 --sb3-timesteps 50000   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def worker_mirrorlearn(timesteps: int, n_seeds: int, floor: bool) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from agents import PPOConfig, make_env, make_train
+    from drifts import dpo
+
+    env = make_env("CartPole-v1")
+    config = PPOConfig(total_timesteps=timesteps)
+    keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
+    if floor:
+        def run(key, _):
+            k_env, k_run = jax.random.split(key)
+            obs, state = jax.vmap(env.reset)(jax.random.split(k_env, config.num_envs))
+
+            def step(carry, _):
+                state, obs, key, total = carry
+                key, k_a, k_s = jax.random.split(key, 3)
+                action = jax.random.randint(k_a, (config.num_envs,), 0, env.action_spec.n)
+                obs, state, reward, *_ = jax.vmap(env.step)(jax.random.split(k_s, config.num_envs), state, action)
+                return (state, obs, key, total + reward.sum()), None
+
+            def rollout(carry, _):
+                carry, _ = jax.lax.scan(step, carry, None, config.num_steps)
+                return carry, None
+
+            (_, _, _, total), _ = jax.lax.scan(rollout, (state, obs, k_run, 0.0), None, config.num_updates)
+            return total
+
+        fn = jax.jit(jax.vmap(run, in_axes=(0, None)))
+        args = (keys, None)
+    else:
+        drift = dpo()
+        fn = jax.jit(jax.vmap(make_train(config, env, drift), in_axes=(0, None)))
+        args = (keys, drift.params)
+    t0 = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    run_s = time.perf_counter() - t0
+    steps = config.num_updates * config.batch_size * n_seeds
+    del jnp
+    return {"compile_s": compile_s, "run_s": run_s, "steps": steps, "steps_per_s": steps / run_s,
+            "peak_mem_mb": _peak_rss_mb()}
+
+
+def worker_sb3(timesteps: int) -> dict:
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    torch.set_num_threads(1)
+    env = make_vec_env("CartPole-v1", n_envs=4, seed=0)
+    model = PPO("MlpPolicy", env, n_steps=128, batch_size=128, n_epochs=4, learning_rate=lambda f: 2.5e-4 * f,
+                gamma=0.99, gae_lambda=0.95, clip_range=0.2, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
+                policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=torch.nn.Tanh),
+                seed=0, device="cpu", verbose=0)
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=timesteps)
+    run_s = time.perf_counter() - t0
+    return {"compile_s": 0.0, "run_s": run_s, "steps": timesteps, "steps_per_s": timesteps / run_s,
+            "peak_mem_mb": _peak_rss_mb()}
+
+
+def _run_worker(args: list[str]) -> dict | None:
+    proc = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True,
+                          env={**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")})
+    if proc.returncode != 0:
+        print(f"worker {args} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--timesteps", type=int, default=500_000, help="environment steps per seed")
+    p.add_argument("--sb3-timesteps", type=int, default=100_000, help="steps for the SB3 peer (its rate is steady)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--out", default="benchmarks/results/throughput.json")
+    p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        kind, *rest = args.worker
+        if kind == "sb3":
+            result = worker_sb3(int(rest[0]))
+        else:
+            result = worker_mirrorlearn(int(rest[0]), int(rest[1]), kind == "floor")
+        print(json.dumps(result))
+        return
+
+    rows = []
+    for n in args.seeds:
+        floor = _run_worker(["floor", str(args.timesteps), str(n)])
+        ours = _run_worker(["mirrorlearn", str(args.timesteps), str(n)])
+        for name, r in (("env-only floor", floor), ("mirrorlearn PPO(DPO drift)", ours)):
+            if r:
+                rows.append({"impl": name, "seeds": n, **r})
+        if floor and ours:
+            rows[-1]["fraction_of_floor"] = ours["steps_per_s"] / floor["steps_per_s"]
+    sb3 = None
+    try:
+        import stable_baselines3  # noqa: F401
+
+        sb3 = _run_worker(["sb3", str(args.sb3_timesteps)])
+    except ImportError:
+        print("stable-baselines3 not installed: pip install -e '.[bench]' to add the SB3 column", file=sys.stderr)
+    if sb3:
+        rows.append({"impl": "stable-baselines3 PPO", "seeds": 1, **sb3})
+        for row in rows:
+            if row["impl"].startswith("mirrorlearn"):
+                row["speedup_vs_sb3"] = row["steps_per_s"] / sb3["steps_per_s"]
+
+    from mirrorlearn.reporting import format_table
+
+    cols = ["impl", "seeds", "compile_s", "run_s", "steps_per_s", "peak_mem_mb", "fraction_of_floor", "speedup_vs_sb3"]
+    print(format_table([{c: (f"{r[c]:,.3g}" if isinstance(r.get(c), float) else r.get(c, "")) for c in cols}
+                        for r in rows], cols))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"timesteps": args.timesteps, "sb3_timesteps": args.sb3_timesteps, "rows": rows}, indent=1))
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
