@@ -215,3 +215,25 @@ def test_cli_meta_train_writes_outputs_and_resumes(tmp_path, capsys):
     assert json.loads((tmp_path / "history.json").read_text())["generation"] == 2
     assert main(argv[:5] + ["2048"] + argv[6:]) == 2  # other configuration: refused
     assert "different configuration" in capsys.readouterr().err
+
+
+def test_nan_fitness_counts_as_worst_and_is_logged(monkeypatch, capsys):
+    import metalearn.trainer as trainer
+
+    def fake_run_population(fn, pop_params, keys, chunk, mesh):
+        n = keys.shape[0]
+        if np.unique(keys.reshape(n, -1), axis=0).shape[0] > 1:  # the baseline: distinct keys per member
+            return np.full((n, keys.shape[1]), 50.0)
+        w2 = np.asarray(pop_params["w2"]).reshape(n, -1)
+        returns = 100.0 + 1000.0 * w2.sum(axis=1)
+        returns[2] = np.nan
+        return np.repeat(returns[:, None], keys.shape[1], axis=1)
+
+    monkeypatch.setattr(trainer.inner_lib, "run_population", fake_run_population)
+    mt = tiny(generations=1, eval_every=0, progress=True)
+    drift = mt.fit()
+    record = mt.history_[0]
+    assert record["n_nan"] == 1 and record["nan_members"] == [2]
+    assert np.isfinite([record["fitness_mean"], record["fitness_max"], record["fitness_min"]]).all()
+    assert all(np.isfinite(x).all() for x in leaves(drift))
+    assert "members [2] had NaN/inf fitness; counted as worst" in capsys.readouterr().err
