@@ -174,7 +174,8 @@ def default_lpo() -> Drift:
 
 
 def get_drift(spec: str | os.PathLike | Drift | Callable) -> Drift:
-    """Resolve a name (``"ppo"``, ``"dpo"``, ``"lpo"``...), a drift file path, a Drift or a callable."""
+    """Resolve a name (``"ppo"``, ``"dpo"``, ``"lpo"``...), a drift file path, an expression string in
+    ``r`` and ``A`` (e.g. ``"Max(0, (r - 1)**2 * A)"``, parsed safely), a Drift or a callable."""
     if isinstance(spec, Drift):
         return spec
     if isinstance(spec, (str, os.PathLike)):
@@ -183,6 +184,10 @@ def get_drift(spec: str | os.PathLike | Drift | Callable) -> Drift:
             return _NAMED[key.lower()]()
         if os.path.exists(key):
             return Drift.load(key)
+        if any(ch in key for ch in "()*+-/") or key.strip() in ("r", "A"):
+            from drifts.symbolic import to_jax  # an expression in r and A, parsed safely (no eval)
+
+            return to_jax(key)
         close = difflib.get_close_matches(key.lower(), list(_NAMED), n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(

@@ -61,3 +61,11 @@ def test_truncated_and_foreign_files_are_refused(tmp_path):
         get_drift(bad)
     with pytest.raises(ValueError, match="unknown drift"):
         get_drift("dpoo")
+
+
+def test_get_drift_accepts_safe_expression_strings():
+    d = get_drift("Max(0, (r - 1)**2 * Abs(A))")
+    assert d.family == "expression"
+    np.testing.assert_allclose(d(jnp.array([0.5, 1.0, 2.0]), -2.0), [0.5, 0.0, 2.0], atol=1e-6)
+    with pytest.raises(ValueError):
+        get_drift("__import__('os').system('true')")
