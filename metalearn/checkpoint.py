@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mirrorlearn._archive import read_archive, write_archive
+from mirrorlearn._archive import atomic_write, read_archive, write_archive
 
 CHECKPOINT_KIND = "mirrorlearn.metatrain"
 CHECKPOINT_VERSION = 1
@@ -77,17 +76,5 @@ def _normalise(obj: Any) -> Any:
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     """Write JSON next to its destination and rename it over (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True, allow_nan=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda handle: json.dump(data, handle, indent=1, sort_keys=True, allow_nan=True),
+                        mode="w")

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +70,21 @@ def write_archive(path: str | os.PathLike, meta: Mapping[str, Any], arrays: Mapp
     if META_KEY in payload:
         raise ValueError(f"{META_KEY!r} is reserved")
     payload[META_KEY] = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    return atomic_write(path, lambda handle: np.savez(handle, **payload))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Call ``write(handle)`` on a temporary file beside ``path``, fsync it and rename it over ``path``.
+
+    A crash or an exception at any point leaves the previous file (if any) untouched and no temporary
+    file behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **payload)
+        with os.fdopen(fd, mode) as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
