@@ -6,6 +6,8 @@ compile seconds, run seconds, steps/s and peak memory of
 * ``mirrorlearn``: PPO with the DPO drift, the whole training as one jitted scan;
 * ``env-only floor``: the same scan stepping the same environments with random actions and no
   learning (the fastest any trainer built on this environment could go);
+* with more seeds than one, both again with one JAX device per core (the seed axis sharded over
+  them, as the ``mirrorlearn`` command line does);
 * ``sb3``: Stable-Baselines3 PPO with the same hyperparameters (when ``stable-baselines3`` is
   installed: ``pip install -e ".[bench]"``), one seed.
 
@@ -41,7 +43,9 @@ def worker_mirrorlearn(timesteps: int, n_seeds: int, floor: bool) -> dict:
 
     env = make_env("CartPole-v1")
     config = PPOConfig(total_timesteps=timesteps)
-    keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
+    from agents.estimators import shard_seeds
+
+    keys = shard_seeds(jax.random.split(jax.random.PRNGKey(0), n_seeds))
     if floor:
         def run(key, _):
             k_env, k_run = jax.random.split(key)
@@ -97,9 +101,11 @@ def worker_sb3(timesteps: int) -> dict:
             "peak_mem_mb": _peak_rss_mb()}
 
 
-def _run_worker(args: list[str]) -> dict | None:
-    proc = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True,
-                          env={**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")})
+def _run_worker(args: list[str], devices: int = 1) -> dict | None:
+    env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+    if devices > 1:  # one JAX device per core: the seed axis is sharded over them (agents.estimators.shard_seeds)
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+    proc = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         print(f"worker {args} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
         return None
@@ -124,14 +130,17 @@ def main() -> None:
         return
 
     rows = []
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     for n in args.seeds:
-        floor = _run_worker(["floor", str(args.timesteps), str(n)])
-        ours = _run_worker(["mirrorlearn", str(args.timesteps), str(n)])
-        for name, r in (("env-only floor", floor), ("mirrorlearn PPO(DPO drift)", ours)):
-            if r:
-                rows.append({"impl": name, "seeds": n, **r})
-        if floor and ours:
-            rows[-1]["fraction_of_floor"] = ours["steps_per_s"] / floor["steps_per_s"]
+        device_counts = [1] + ([cores] if cores > 1 and n % cores == 0 else [])
+        for devices in device_counts:
+            floor = _run_worker(["floor", str(args.timesteps), str(n)], devices)
+            ours = _run_worker(["mirrorlearn", str(args.timesteps), str(n)], devices)
+            for name, r in (("env-only floor", floor), ("mirrorlearn PPO(DPO drift)", ours)):
+                if r:
+                    rows.append({"impl": name, "seeds": n, "devices": devices, **r})
+            if floor and ours:
+                rows[-1]["fraction_of_floor"] = ours["steps_per_s"] / floor["steps_per_s"]
     sb3 = None
     try:
         import stable_baselines3  # noqa: F401
@@ -140,14 +149,14 @@ def main() -> None:
     except ImportError:
         print("stable-baselines3 not installed: pip install -e '.[bench]' to add the SB3 column", file=sys.stderr)
     if sb3:
-        rows.append({"impl": "stable-baselines3 PPO", "seeds": 1, **sb3})
+        rows.append({"impl": "stable-baselines3 PPO", "seeds": 1, "devices": 1, **sb3})
         for row in rows:
             if row["impl"].startswith("mirrorlearn"):
                 row["speedup_vs_sb3"] = row["steps_per_s"] / sb3["steps_per_s"]
 
     from mirrorlearn.reporting import format_table
 
-    cols = ["impl", "seeds", "compile_s", "run_s", "steps_per_s", "peak_mem_mb", "fraction_of_floor", "speedup_vs_sb3"]
+    cols = ["impl", "seeds", "devices", "compile_s", "run_s", "steps_per_s", "peak_mem_mb", "fraction_of_floor", "speedup_vs_sb3"]
     print(format_table([{c: (f"{r[c]:,.3g}" if isinstance(r.get(c), float) else r.get(c, "")) for c in cols}
                         for r in rows], cols))
     out = Path(args.out)

@@ -141,8 +141,26 @@ COMMANDS = {
 }
 
 
+def use_all_cores() -> None:
+    """Expose every CPU core as a JAX device (before JAX starts) so seeds train in parallel.
+
+    XLA:CPU runs one executable's small matmuls on one core; with N host devices the agents shard
+    their seed axis and N cores work at once. Only for this command-line process, and only when the
+    user has not chosen XLA_FLAGS or a device count already.
+    """
+    import os
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags or "jax" in sys.modules:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores > 1:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={cores}".strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    use_all_cores()
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: mirrorlearn {" + ",".join(COMMANDS) + "} [--help] ...\n\n"
               "  train        train an agent with one drift (JSON, PNG, saved agents)\n"

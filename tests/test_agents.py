@@ -171,3 +171,27 @@ def test_invalid_drift_is_rejected_at_fit_naming_the_condition():
     with pytest.raises(DriftConditionError, match="nonnegative"):
         negative.fit("CartPole-v1")
     assert not hasattr(negative, "params_")
+
+
+def test_seeds_are_sharded_over_host_devices(tmp_path):
+    """With one JAX device per core (what the CLI sets up) the seed axis is split across them."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import jax, numpy as np
+        from agents import PPO
+        a = PPO(total_timesteps=2_048, n_seeds=2, seed=1).fit("CartPole-v1")
+        b = PPO(total_timesteps=2_048, n_seeds=2, seed=1).fit("CartPole-v1")
+        leaf = jax.tree_util.tree_leaves(a.params_)[0]
+        print("devices", len(leaf.sharding.device_set))
+        same = all(np.array_equal(np.asarray(x), np.asarray(y))
+                   for x, y in zip(jax.tree_util.tree_leaves(a.params_), jax.tree_util.tree_leaves(b.params_)))
+        print("deterministic", same, "action", int(a.predict(np.zeros(4, np.float32))))
+    """)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "devices 2" in out.stdout and "deterministic True" in out.stdout, out.stdout
