@@ -393,8 +393,8 @@ def shard_seeds(keys: jax.Array) -> jax.Array:
     Seeds are independent runs, so XLA partitions the vmapped training without communication and
     each device (each CPU core, with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``, which the
     ``mirrorlearn`` command line sets) trains its share in parallel: 2.2x the steps/s for 8 seeds on
-    2 cores here. Results are per-seed identical whatever the device count is not guaranteed: a
-    different per-device batch may change floating-point rounding.
+    2 cores here. Each device count is deterministic, but a seed's result may differ in the last bits
+    between device counts, since the per-device batch changes floating-point rounding.
     """
     devices = jax.local_devices()
     n = keys.shape[0]
