@@ -632,16 +632,22 @@ def _nonneg(e: sp.Expr) -> bool:
             return True
         return _known_inequality(e)
     if isinstance(e, sp.Mul):
-        n_neg = 0
-        for x in e.args:
-            if _nonneg(x):
-                continue
-            if _nonpos(x):
-                n_neg += 1
-                continue
-            return False
-        return n_neg % 2 == 0
+        n_neg = _count_nonpos_factors(e)
+        return n_neg is not None and n_neg % 2 == 0
     return False
+
+
+def _count_nonpos_factors(e: sp.Mul) -> int | None:
+    """How many factors of ``e`` are provably <= 0, or None if some factor's sign is unknown."""
+    n_neg = 0
+    for x in e.args:
+        if _nonneg(x):
+            continue
+        if _nonpos(x):
+            n_neg += 1
+            continue
+        return None
+    return n_neg
 
 
 def _nonpos(e: sp.Expr) -> bool:
@@ -650,15 +656,8 @@ def _nonpos(e: sp.Expr) -> bool:
     if e.is_nonpositive:
         return True
     if isinstance(e, sp.Mul):
-        n_neg, rest = 0, True
-        for x in e.args:
-            if _nonneg(x):
-                continue
-            if _nonpos(x):
-                n_neg += 1
-                continue
-            rest = False
-        return rest and n_neg % 2 == 1
+        n_neg = _count_nonpos_factors(e)
+        return n_neg is not None and n_neg % 2 == 1
     if isinstance(e, sp.Add):
         return all(_nonpos(x) for x in e.args)
     return False
