@@ -195,3 +195,19 @@ def test_seeds_are_sharded_over_host_devices(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "devices 2" in out.stdout and "deterministic True" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("kernel_size", [(3, 3), (2, 2), (3, 1)])
+def test_patch_conv_equals_flax_conv(kernel_size):
+    # PatchConv replaces nn.Conv in the MinAtar torso for speed inside lax.scan; it must be the same
+    # function of the same parameters (so saved agents keep their meaning).
+    import flax.linen as nn
+
+    from agents.networks import PatchConv
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 10, 10, 4))
+    reference, ours = nn.Conv(16, kernel_size), PatchConv(16, kernel_size)
+    params = reference.init(jax.random.PRNGKey(1), x)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x))
+    params = jax.tree.map(lambda v: v + 0.1, params)  # a non-zero bias too
+    np.testing.assert_allclose(ours.apply(params, x), reference.apply(params, x), atol=1e-5)
