@@ -1,76 +1,99 @@
-"""PPO vs DPO on MinAtar (gymnax), >= 5 seeds, mean and standard error: the paper's Figure 7 claim.
+"""PPO vs DPO (or any drifts) on MinAtar (gymnax), >= 5 seeds, mean and standard error.
 
-    python benchmarks/minatar.py                                 # the issue's budget (about an hour here)
-    python benchmarks/minatar.py --timesteps 100000 --seeds 5    # what fits a short CPU session
+    python benchmarks/minatar.py --timesteps 300000 --seeds 5       # the study in docs/results.md
+    python benchmarks/minatar.py --resume ...                         # finish a stopped study
+    python benchmarks/minatar.py --games Breakout-MinAtar --drifts lpo distilled=my.drift \\
+        --out benchmarks/results/minatar_distilled.json                # a learned drift vs its distillation
 
-Both agents use the "minatar" preset (conv torso, purejaxrl's published MinAtar hyperparameters) and
-train all seeds in one vmapped, jitted call. The score is the deterministic evaluation return of each
-seed's final policy (``--eval-episodes`` episodes each). Prints a table, writes JSON and a PNG.
+Every agent uses the "minatar" preset (conv torso, purejaxrl's published MinAtar hyperparameters) and
+trains all seeds in one vmapped, jitted call. ``--drifts`` entries are ``ppo``, ``dpo`` or
+``label=spec`` with any ``drifts.get_drift`` spec (a name, a drift file, an expression). The score is
+the deterministic evaluation return of each seed's final policy (``--eval-episodes`` each). Each run
+is written to the JSON file as it finishes; prints a table, writes a PNG.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
+from _study import finite_or_none, mean_se, open_study, save_study
 
 GAMES = ["Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar", "SpaceInvaders-MinAtar"]
 
 
-def run(algo: str, game: str, timesteps: int, seeds: int, eval_episodes: int) -> dict:
-    from agents.estimators import DPO, PPO
+def make_agent(spec: str, **kwargs):
+    from agents.estimators import DPO, PPO, MirrorAgent
+    from drifts import get_drift
 
-    klass = {"ppo": PPO, "dpo": DPO}[algo]
+    if spec == "ppo":
+        return PPO(**kwargs)
+    if spec == "dpo":
+        return DPO(**kwargs)
+    return MirrorAgent(drift=get_drift(spec.split("=", 1)[-1]), **kwargs)
+
+
+def run(spec: str, game: str, timesteps: int, seeds: int, eval_episodes: int) -> dict:
     start = time.perf_counter()
-    agent = klass(total_timesteps=timesteps, n_seeds=seeds, seed=0).fit(game)  # all seeds in one vmapped call
+    agent = make_agent(spec, total_timesteps=timesteps, n_seeds=seeds, seed=0).fit(game)  # one vmapped call
     wall = time.perf_counter() - start
     finals = agent.evaluate(n_episodes=eval_episodes, seed=1000)["returns"].mean(axis=1)
     with np.errstate(all="ignore"):
         curve = np.nanmean(agent.history_["episode_return"], axis=0)
     return {"wall_s": wall, "final_returns": finals.tolist(), "curve_t": agent.history_["timesteps"].tolist(),
-            "curve_return": [None if not np.isfinite(c) else float(c) for c in curve]}
+            "curve_return": finite_or_none(curve)}
 
 
-def mean_se(x) -> tuple[float, float]:
-    x = np.asarray(x, np.float64)
-    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
+def verdict(first: list, second: list) -> str:
+    """'yes' when the second's mean exceeds the first's by more than both standard errors."""
+    (m1, s1), (m2, s2) = mean_se(first), mean_se(second)
+    return "yes" if m2 - s2 >= m1 + s1 else ("no" if m2 + s2 < m1 - s1 else "within s.e.")
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--games", nargs="+", default=GAMES)
-    p.add_argument("--timesteps", type=int, default=1_000_000)
+    p.add_argument("--drifts", nargs="+", default=["ppo", "dpo"])
+    p.add_argument("--timesteps", type=int, default=300_000)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--resume", action="store_true", help="keep the finished runs of --out and do the rest")
     p.add_argument("--out", default="benchmarks/results/minatar.json")
-    p.add_argument("--plot", default="docs/figures/envs_minatar.png")
+    p.add_argument("--plot", default="docs/img/envs_minatar.png")
     args = p.parse_args(argv)
 
-    results: dict = {"timesteps": args.timesteps, "seeds": args.seeds, "runs": {}}
+    labels = [d.split("=", 1)[0] for d in args.drifts]
+    settings = {"timesteps": args.timesteps, "seeds": args.seeds, "eval_episodes": args.eval_episodes,
+                "drifts": args.drifts}
+    results = open_study(args.out, settings, args.resume)
     for game in args.games:
-        for algo in ("ppo", "dpo"):
-            r = run(algo, game, args.timesteps, args.seeds, args.eval_episodes)
-            results["runs"][f"{game}/{algo}"] = r
+        for spec, label in zip(args.drifts, labels, strict=True):
+            key = f"{game}/{label}"
+            if key in results["runs"]:
+                continue
+            r = results["runs"][key] = run(spec, game, args.timesteps, args.seeds, args.eval_episodes)
+            save_study(args.out, results)
             m, se = mean_se(r["final_returns"])
-            print(f"{game:22s} {algo}: {m:7.2f} +- {se:5.2f}   ({r['wall_s']:.0f} s)", flush=True)
+            print(f"{game:22s} {label}: {m:7.2f} +- {se:5.2f}   ({r['wall_s']:.0f} s)", flush=True)
 
-    print(f"\n{'game':22s} {'PPO (mean +- s.e.)':>20s} {'DPO (mean +- s.e.)':>20s}  DPO >= PPO?")
+    first, second = labels[0], labels[-1]
+    print(f"\n{'game':22s} " + " ".join(f"{lab + ' (mean +- s.e.)':>22s}" for lab in labels)
+          + f"  {second} >= {first}?")
     for game in args.games:
-        (pm, ps), (dm, ds) = (mean_se(results["runs"][f"{game}/{a}"]["final_returns"]) for a in ("ppo", "dpo"))
-        verdict = "yes" if dm - ds >= pm + ps else ("no" if dm + ds < pm - ps else "within s.e.")
-        print(f"{game:22s} {pm:12.2f} +- {ps:5.2f} {dm:12.2f} +- {ds:5.2f}  {verdict}")
-        results["runs"][f"{game}/verdict"] = verdict
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1))
-    _plot(results, args.games, args.plot)
+        runs = [results["runs"][f"{game}/{lab}"]["final_returns"] for lab in labels]
+        cells = " ".join(f"{m:14.2f} +- {s:5.2f}" for m, s in map(mean_se, runs))
+        results["runs"][f"{game}/verdict"] = verdict(runs[0], runs[-1])
+        print(f"{game:22s} {cells}  {results['runs'][f'{game}/verdict']}")
+    save_study(args.out, results)
+    _plot(results, args.games, labels, args.plot)
     print(f"wrote {args.out} and {args.plot}")
     return results
 
 
-def _plot(results, games, path):
+def _plot(results, games, labels, path):
+    from pathlib import Path
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,12 +101,12 @@ def _plot(results, games, path):
 
     fig, axes = plt.subplots(1, len(games), figsize=(4 * len(games), 3.4), squeeze=False)
     for ax, game in zip(axes[0], games, strict=True):
-        for algo in ("ppo", "dpo"):
-            r = results["runs"][f"{game}/{algo}"]
+        for label in labels:
+            r = results["runs"][f"{game}/{label}"]
             y = np.array([np.nan if v is None else v for v in r["curve_return"]], np.float64)
             keep = np.isfinite(y)  # updates in which no episode ended have no return
-            ax.plot(np.asarray(r["curve_t"])[keep], y[keep], marker=".", label=algo.upper())
-        ax.set_title(f"{game} ({results['seeds']} seeds)")
+            ax.plot(np.asarray(r["curve_t"])[keep], y[keep], marker=".", label=label.upper())
+        ax.set_title(f"{game} ({results['settings']['seeds']} seeds)")
         ax.set_xlabel("environment steps")
         ax.set_ylabel("training episode return")
         ax.legend()

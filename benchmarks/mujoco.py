@@ -13,7 +13,6 @@ Prints a table, writes JSON and a learning-curve PNG.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -25,6 +24,9 @@ if __name__ == "__main__":
     # This file shares its name with the ``mujoco`` package: run as a script, its folder must not
     # shadow it on sys.path (the repository root goes there instead, for ``agents``).
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
+    sys.path.append(str(Path(__file__).resolve().parent))  # for _study
+
+from _study import finite_or_none, mean_se, open_study, save_study  # noqa: E402
 
 # RL-Zoo (rl-baselines3-zoo hyperparams/ppo.yml) tuned PPO settings for these tasks (v3 entries;
 # v5 is the same task with corrected physics details).
@@ -44,9 +46,10 @@ def run_ours(algo: str, env_id: str, timesteps: int, seeds: int, eval_episodes: 
     agent = klass(total_timesteps=timesteps, n_seeds=seeds, seed=0).fit(f"gymnasium:{env_id}")
     train_s = time.perf_counter() - start
     returns = agent.evaluate(n_episodes=eval_episodes, seed=1000)["returns"]  # (seeds, episodes)
-    curve = np.nanmean(agent.history_["episode_return"], axis=0)
+    with np.errstate(all="ignore"):
+        curve = np.nanmean(agent.history_["episode_return"], axis=0)
     return {"wall_s": train_s, "final_returns": returns.mean(axis=1).tolist(),
-            "curve_t": agent.history_["timesteps"].tolist(), "curve_return": _nan_to_none(curve)}
+            "curve_t": agent.history_["timesteps"].tolist(), "curve_return": finite_or_none(curve)}
 
 
 def run_sb3(env_id: str, timesteps: int, seeds: int, eval_episodes: int) -> dict:
@@ -57,7 +60,7 @@ def run_sb3(env_id: str, timesteps: int, seeds: int, eval_episodes: int) -> dict
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(int(os.environ.get("SB3_THREADS", os.cpu_count() or 1)))
 
     class Episodes(BaseCallback):
         def __init__(self):
@@ -104,43 +107,46 @@ def _window_mean(curves, t, width):
     return float(np.mean(vals)) if vals else None
 
 
-def _nan_to_none(a):
-    return [None if not np.isfinite(x) else float(x) for x in np.asarray(a, np.float64)]
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--envs", nargs="+", default=["HalfCheetah-v5", "Hopper-v5"])
     p.add_argument("--algos", nargs="+", default=["ppo", "dpo", "sb3"], choices=["ppo", "dpo", "sb3"])
     p.add_argument("--timesteps", type=int, default=1_000_000)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--sb3-seeds", type=int, default=None, help="seeds for the peer (default: --seeds)")
     p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--resume", action="store_true", help="keep the finished runs of --out and do the rest")
     p.add_argument("--out", default="benchmarks/results/mujoco.json")
-    p.add_argument("--plot", default="docs/figures/envs_mujoco.png")
+    p.add_argument("--plot", default="docs/img/envs_mujoco.png")
     args = p.parse_args(argv)
+    sb3_seeds = args.sb3_seeds or args.seeds
 
-    results: dict = {"timesteps": args.timesteps, "seeds": args.seeds, "runs": {}}
+    settings = {"timesteps": args.timesteps, "seeds": args.seeds, "sb3_seeds": sb3_seeds,
+                "eval_episodes": args.eval_episodes}
+    results = open_study(args.out, settings, args.resume)
     for env_id in args.envs:
         for algo in args.algos:
+            key = f"{env_id}/{algo}"
+            if key in results["runs"]:
+                continue
             print(f"{env_id} {algo} ...", flush=True)
             if algo == "sb3":
-                r = run_sb3(env_id, args.timesteps, args.seeds, args.eval_episodes)
+                r = run_sb3(env_id, args.timesteps, sb3_seeds, args.eval_episodes)
             else:
                 r = run_ours(algo, env_id, args.timesteps, args.seeds, args.eval_episodes)
-            results["runs"][f"{env_id}/{algo}"] = r
-            f = np.asarray(r["final_returns"])
-            print(f"  wall {r['wall_s']:.1f}s  return {f.mean():.1f} +- {f.std(ddof=1) / np.sqrt(len(f)) if len(f) > 1 else 0:.1f}",
-                  flush=True)
+            results["runs"][key] = r
+            save_study(args.out, results)
+            m, se = mean_se(r["final_returns"])
+            print(f"  wall {r['wall_s']:.1f}s  return {m:.1f} +- {se:.1f}", flush=True)
 
-    print(f"\n{'env':16s} {'algo':5s} {'wall-clock s':>13s} {'final return (mean +- s.e.)':>30s}")
+    print(f"\n{'env':16s} {'algo':5s} {'seeds':>5s} {'wall-clock s':>13s} {'per seed s':>11s} "
+          f"{'final return (mean +- s.e.)':>30s}")
     for key, r in results["runs"].items():
         env_id, algo = key.split("/")
-        f = np.asarray(r["final_returns"])
-        se = f.std(ddof=1) / np.sqrt(len(f)) if len(f) > 1 else 0.0
-        print(f"{env_id:16s} {algo:5s} {r['wall_s']:13.1f} {f.mean():22.1f} +- {se:.1f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1))
-    _plot(results, args.envs, args.plot)
+        m, se = mean_se(r["final_returns"])
+        n = len(r["final_returns"])
+        print(f"{env_id:16s} {algo:5s} {n:5d} {r['wall_s']:13.1f} {r['wall_s'] / n:11.1f} {m:22.1f} +- {se:.1f}")
+    _plot(results, [e for e in args.envs if any(k.startswith(e + "/") for k in results["runs"])], args.plot)
     print(f"wrote {args.out} and {args.plot}")
     return results
 
@@ -158,7 +164,8 @@ def _plot(results, envs, path):
                 y = np.array([np.nan if v is None else v for v in r["curve_return"]], np.float64)
                 keep = np.isfinite(y)  # updates in which no episode ended have no return
                 ax.plot(np.asarray(r["curve_t"])[keep], y[keep], marker=".", label=key.split("/")[1])
-        ax.set_title(f"{env_id} ({results['seeds']} seeds)")
+        ax.set_title(f"{env_id} (ours {results['settings']['seeds']} seeds, "
+                     f"SB3 {results['settings']['sb3_seeds']})")
         ax.set_xlabel("environment steps")
         ax.set_ylabel("training episode return")
         ax.legend()
