@@ -11,8 +11,9 @@ candidate symbolically and numerically, and keep the Pareto front of complexity 
 
 from distill.backends import BACKENDS, available_backends
 from distill.core import distill
+from distill.recording import record_training_pairs
 from distill.result import Candidate, DistillResult
 from distill.sampling import recorded_pairs, sample_pairs
 
-__all__ = ["BACKENDS", "Candidate", "DistillResult", "available_backends", "distill", "recorded_pairs",
-           "sample_pairs"]
+__all__ = ["BACKENDS", "Candidate", "DistillResult", "available_backends", "distill", "record_training_pairs",
+           "recorded_pairs", "sample_pairs"]

@@ -111,6 +111,30 @@ def test_recorded_samples_and_derivative_target():
     assert res.settings["recorded_samples"] and res.settings["target"] == "derivative"
 
 
+def test_kinks_close_to_identity_are_fitted_from_narrow_samples():
+    # Training ratios sit within ~1e-3 of 1 (a learned drift's kinks too): the linear library must
+    # place hinges there, not only on its fixed grid (0.05-0.5).
+    source = from_callable(lambda r, A: 2.0 * jnp.maximum(0.0, r - 1.0005) + 3.0 * jnp.maximum(0.0, 0.9995 - r),
+                           name="near_kinks")
+    rng = np.random.default_rng(2)
+    pairs = (np.exp(rng.normal(0, 1e-3, 2000)), rng.normal(0, 1.0, 2000))
+    res = distill(source, backend="linear", samples=pairs, split_advantage=False, time_budget=3, max_front=2)
+    assert res.best.valid and res.best.fidelity >= 0.999
+
+
+def test_record_training_pairs_are_the_ratios_training_sees():
+    from distill import record_training_pairs
+
+    r, A = record_training_pairs("ppo", "CartPole-v1", n_pairs=300, total_timesteps=1024, seed=3)
+    assert r.shape == A.shape == (300,)
+    assert np.all(r != 1.0) and np.all(np.abs(np.log(r)) < 1.0)  # each update's first minibatch dropped
+    assert np.all(np.isfinite(A)) and 0.3 < A.std() < 3.0       # per-minibatch normalised advantages
+    again = record_training_pairs("ppo", "CartPole-v1", n_pairs=300, total_timesteps=1024, seed=3)
+    np.testing.assert_array_equal(r, again[0])
+    with pytest.raises(ValueError, match="n_pairs"):
+        record_training_pairs("ppo", "CartPole-v1", n_pairs=5)
+
+
 def test_safe_parser_rejects_code():
     v = {"u": r - 1, "a": A}
     e = parse_model_string("((-0.5) + (2.0 * (u ^ 2))) * tanh(a)", v)

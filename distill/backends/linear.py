@@ -65,13 +65,35 @@ _BOUNDS = {"hinge_up": (0.005, 1.5), "hinge_down": (0.005, 0.9), "softclip_u": (
            "softclip_l": (0.02, 20.0)}
 
 
-def library(branch: str) -> list[Term]:
+def library(branch: str, knots=HINGE_KNOTS, clip_scales=SOFT_CLIP_SCALES) -> list[Term]:
     """The candidate terms for one branch (``|A|`` factors only when both signs share a model)."""
     a_factors = ["1", "A", "A2"] + (["absA", "AabsA"] if branch == "all" else [])
     terms = [Term(k, None, a) for k in ("u2", "u3", "l2", "l3", "pos_u2", "neg_u2") for a in a_factors]
-    terms += [Term(k, p, a) for k in ("hinge_up", "hinge_down") for p in HINGE_KNOTS for a in a_factors]
-    terms += [Term(k, p, "1") for k in ("softclip_u", "softclip_l") for p in SOFT_CLIP_SCALES]
+    terms += [Term(k, p, a) for k in ("hinge_up", "hinge_down") for p in knots for a in a_factors]
+    terms += [Term(k, p, "1") for k in ("softclip_u", "softclip_l") for p in clip_scales]
     return terms
+
+
+def data_scales(r: np.ndarray, A: np.ndarray) -> tuple[tuple, tuple, dict]:
+    """Hinge knots, soft-clip scales and search bounds that also cover where the data actually are.
+
+    The fixed knots (0.05-0.5) suit ``r`` spread over ``[e^-1, e]``. Ratios recorded in training sit
+    within ~1e-3 of 1, where a learned drift's kinks live, so quantiles of ``|r - 1|`` (and of
+    ``|(r - 1) A|`` for the soft clips) join the library when they are finer than the fixed grid.
+    """
+    u, x = np.abs(r - 1.0), np.abs((r - 1.0) * A)
+    fine_knots = [float(f"{q:.2g}") for q in np.quantile(u, (0.2, 0.5, 0.8)) if 1e-7 < q < HINGE_KNOTS[0]]
+    fine_scales = [float(f"{q:.2g}") for q in np.quantile(x, (0.2, 0.5, 0.8)) if 1e-7 < q < SOFT_CLIP_SCALES[0]]
+    knots = tuple(sorted(set(HINGE_KNOTS) | set(fine_knots)))
+    scales = tuple(sorted(set(SOFT_CLIP_SCALES) | set(fine_scales)))
+    bounds = dict(_BOUNDS)
+    if fine_knots:
+        for kind in ("hinge_up", "hinge_down"):
+            bounds[kind] = (min(bounds[kind][0], knots[0] / 3), bounds[kind][1])
+    if fine_scales:
+        for kind in ("softclip_u", "softclip_l"):
+            bounds[kind] = (min(bounds[kind][0], scales[0] / 3), bounds[kind][1])
+    return knots, scales, bounds
 
 
 class LinearBackend:
@@ -92,7 +114,8 @@ class LinearBackend:
 
     def fit(self, task: FitTask) -> list[sp.Expr]:
         deadline = time.monotonic() + task.time_budget
-        terms = library(task.branch)
+        knots, scales, self._bounds = data_scales(task.r, task.A)
+        terms = library(task.branch, knots, scales)
         cols = np.stack([self._column(t, task) for t in terms], axis=1)
         usable = np.linalg.norm(cols, axis=0) > 1e-12
         max_terms = min(self.max_terms, max(1, task.max_length // 4), int(usable.sum()))
@@ -165,7 +188,7 @@ class LinearBackend:
     def _refine(self, terms, cols, subset, i, task):
         """Golden-section search on log(param) of term ``i`` (fitted together with ``subset``)."""
         t = terms[i]
-        lo, hi = _BOUNDS[t.kind]
+        lo, hi = getattr(self, "_bounds", _BOUNDS)[t.kind]
         a, b = math.log(max(lo, t.param / 3)), math.log(min(hi, t.param * 3))
         pos = subset.index(i)
         base = cols[:, subset]
