@@ -1,11 +1,22 @@
-"""Distil the shipped meta-trained LPO and train with the closed form vs the network, side by side.
+"""Distil the shipped meta-trained LPO and train with the closed forms vs the network, side by side.
 
-    .venv/bin/python benchmarks/distill_shipped_lpo.py            # ~2 min distillation + ~2 min training
+    .venv/bin/python benchmarks/distill_shipped_lpo.py            # ~4 min distillation + ~3 min training
 
-Distillation: ``distill(get_drift("lpo"), backend="auto", time_budget=120, seed=0)``. Training:
-CartPole-v1 at the LPO's meta-training budget (16,384 steps) and at 4x, 8 seeds each, 16 deterministic
-evaluation episodes per seed; mean and standard error over seeds. Prints a table, writes
-``benchmarks/results/distill_shipped_lpo.json``.
+Two sampling designs, each ``distill(get_drift("lpo"), backend="auto", time_budget=80, seed=0)``:
+
+* ``default``: 4000 pairs, log-uniform ``r in [e^-1, e]``, uniform ``A in [-4, 4]``;
+* ``recorded``: 4000 ``(r, A)`` pairs recorded while the LPO trains on CartPole-v1
+  (``distill.record_training_pairs``: 16,384 steps, 4 seeds, seeds disjoint from the evaluation's);
+* ``pooled``: 2000 of those CartPole pairs and 2000 recorded while the LPO trains on
+  Breakout-MinAtar (65,536 steps, 1 seed): one closed form for both the CartPole and the MinAtar
+  comparison (``benchmarks/minatar.py --drifts lpo distilled=benchmarks/results/lpo_distilled_pooled.drift``).
+
+``--designs`` picks which to (re)do; the others' rows already in the JSON file are kept.
+
+Training: CartPole-v1 at the LPO's meta-training budget (16,384 steps) and at 4x, 8 seeds each, 16
+deterministic evaluation episodes per seed; mean and standard error over seeds. Prints a table,
+writes ``benchmarks/results/distill_shipped_lpo.json`` and each distilled drift as
+``benchmarks/results/lpo_distilled_<design>.drift`` (loadable with ``get_drift``).
 """
 
 from __future__ import annotations
@@ -20,28 +31,74 @@ import numpy as np
 # benchmarks/distill.py would shadow the distill package when this file runs as a script
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+BUDGETS = (16_384, 65_536)
+RESULTS = Path("benchmarks/results")
 
-def main() -> None:
+
+def returns(drift, steps: int) -> dict:
     from agents import MirrorAgent
-    from distill import distill
+
+    agent = MirrorAgent(drift=drift, total_timesteps=steps, n_seeds=8, seed=100).fit("CartPole-v1")
+    per_seed = agent.evaluate(n_episodes=16, seed=7)["returns"].mean(axis=1)
+    return {"mean": float(per_seed.mean()), "se": float(per_seed.std(ddof=1) / np.sqrt(len(per_seed))),
+            "per_seed": per_seed.tolist()}
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    from distill import distill, record_training_pairs
     from drifts import get_drift
 
-    start = time.perf_counter()
-    result = distill(get_drift("lpo"), backend="auto", time_budget=120, seed=0)
-    seconds = time.perf_counter() - start
-    best = result.best
-    print(f"distilled in {seconds:.0f} s: R^2 {best.fidelity:.4f}, valid {best.report.valid}")
-    rows = {"distill_seconds": seconds, "r2": float(best.fidelity), "valid": bool(best.report.valid),
-            "expression": str(best.expression), "returns": {}}
-    for steps in (16_384, 65_536):
-        for name, drift in (("source LPO network", get_drift("lpo")), ("distilled closed form", best.drift)):
-            agent = MirrorAgent(drift=drift, total_timesteps=steps, n_seeds=8, seed=100).fit("CartPole-v1")
-            per_seed = agent.evaluate(n_episodes=16, seed=7)["returns"].mean(axis=1)
-            mean, se = float(per_seed.mean()), float(per_seed.std(ddof=1) / np.sqrt(len(per_seed)))
-            rows["returns"][f"{steps} {name}"] = {"mean": mean, "se": se, "per_seed": per_seed.tolist()}
-            print(f"CartPole-v1 {steps:>6} {name:24s} {mean:7.1f} ± {se:5.1f}", flush=True)
-    out = Path("benchmarks/results/distill_shipped_lpo.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    source = get_drift("lpo")
+
+    def cartpole(n):
+        return record_training_pairs(source, "CartPole-v1", n, total_timesteps=16_384, n_seeds=4, seed=50)
+
+    def pooled():
+        (r1, a1), (r2, a2) = cartpole(2000), record_training_pairs(source, "Breakout-MinAtar", 2000,
+                                                                   total_timesteps=65_536, seed=50)
+        return np.concatenate([r1, r2]), np.concatenate([a1, a2])
+
+    all_designs = {"default": None, "recorded": lambda: cartpole(4000), "pooled": pooled}
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--designs", nargs="+", default=list(all_designs), choices=list(all_designs))
+    args = p.parse_args(argv)
+    out = RESULTS / "distill_shipped_lpo.json"
+    rows: dict = json.loads(out.read_text()) if out.exists() else {}
+    if "designs" not in rows:  # a file from before the designs were compared
+        rows = {"designs": {}, "source": {}}
+    for steps in BUDGETS:
+        if str(steps) not in rows["source"]:
+            rows["source"][str(steps)] = returns(source, steps)
+    designs = {d: all_designs[d] for d in args.designs}
+    for design, make_pairs in designs.items():
+        start = time.perf_counter()
+        pairs = None if make_pairs is None else make_pairs()
+        record_s = time.perf_counter() - start
+        start = time.perf_counter()
+        result = distill(source, backend="auto", time_budget=80, seed=0, samples=pairs)
+        seconds = time.perf_counter() - start
+        best = result.best
+        path = RESULTS / f"lpo_distilled_{design}.drift"
+        best.drift.save(path)
+        row = {"record_seconds": record_s, "distill_seconds": seconds, "r2": float(best.fidelity),
+               "valid": bool(best.report.valid), "expression": str(best.expression), "file": str(path),
+               "returns": {str(steps): returns(get_drift(str(path)), steps) for steps in BUDGETS}}
+        rows["designs"][design] = row
+        out.write_text(json.dumps(rows, indent=1))  # each design as it finishes
+        print(f"{design}: distilled in {seconds:.0f} s (+{record_s:.0f} s recording), held-out R^2 {best.fidelity:.4f}, "
+              f"valid {best.report.valid}", flush=True)
+
+    designs = rows["designs"]
+    print(f"\n{'CartPole-v1 steps':>18s} {'source LPO':>16s} " + " ".join(f"{d + ' closed form':>26s}" for d in designs))
+    for steps in BUDGETS:
+        src = rows["source"][str(steps)]
+        cells = []
+        for design in designs:
+            d = rows["designs"][design]["returns"][str(steps)]
+            cells.append(f"{d['mean']:7.1f} ± {d['se']:5.1f} ({100 * (d['mean'] / src['mean'] - 1):+5.1f}%)")
+        print(f"{steps:>18d} {src['mean']:8.1f} ± {src['se']:5.1f} " + " ".join(f"{c:>26s}" for c in cells))
     out.write_text(json.dumps(rows, indent=1))
     print(f"written {out}")
 
