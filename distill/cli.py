@@ -24,17 +24,25 @@ def build_parser(prog: str = "mirrorlearn distill") -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=30)
     p.add_argument("--max-front", type=int, default=8, help="front members built and checked")
     p.add_argument("--t", type=float, default=None, help="training progress for temporal drifts")
+    p.add_argument("--record-env", default=None, metavar="ENV",
+                   help="fit on (r, A) pairs recorded while the drift trains on ENV (e.g. CartPole-v1) instead "
+                        "of the default spread over r in [e^-1, e]: fidelity where agents actually live")
+    p.add_argument("--record-steps", type=int, default=16_384, help="training steps of the recorded run")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from distill import distill
+    from distill import distill, record_training_pairs
 
     try:
+        samples = None
+        if args.record_env is not None:
+            samples = record_training_pairs(args.drift, args.record_env, args.n_samples,
+                                            total_timesteps=args.record_steps, seed=args.seed)
         result = distill(args.drift, backend=args.backend, time_budget=args.budget, seed=args.seed,
                          n_samples=args.n_samples, target=args.target, split_advantage=not args.no_split,
-                         max_length=args.max_length, max_front=args.max_front, t=args.t)
+                         max_length=args.max_length, max_front=args.max_front, t=args.t, samples=samples)
     except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -59,6 +59,11 @@ def distill(drift, backend="auto", time_budget: float = 60, seed: int = 0, *, n_
 
     t0 = time.perf_counter()
     data = make_samples(source, n_samples, r_range, A_range, samples, holdout, seed, t if source.temporal else None)
+    if not np.any(data.target(target)[~data.test] != 0):
+        raise ValueError(
+            f"the source drift{'' if target == 'drift' else ' slope'} is 0 at every sample, so there is nothing to "
+            f"fit (e.g. recorded ratios all inside PPO's clip region, r in [{data.r.min():.4g}, {data.r.max():.4g}]); "
+            "widen r_range, or record pairs from a run that moves the policy further")
     branches = _branches(data.A, split_advantage)
     per_branch = {}
     fit_budget = float(time_budget) / len(branches)

@@ -193,6 +193,22 @@ def test_cli_writes_json_drift_and_png(tmp_path, capsys):
     assert get_drift(out / "distilled.drift").family == "expression"
 
 
+def test_cli_distils_from_recorded_training_pairs(tmp_path):
+    from distill.cli import main
+
+    out = tmp_path / "rec"
+    assert main(["dpo", "--budget", "2", "--backend", "linear", "--out", str(out), "--n-samples", "300",
+                 "--max-front", "2", "--record-env", "CartPole-v1", "--record-steps", "1024"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["settings"]["recorded_samples"]
+
+
+def test_a_drift_that_is_zero_on_every_sample_is_an_error_not_an_empty_result():
+    pairs = (np.linspace(0.9, 1.1, 200), np.linspace(-2, 2, 200))  # all inside PPO's clip region
+    with pytest.raises(ValueError, match="0 at every sample"):
+        distill(ppo(), backend="linear", samples=pairs, time_budget=1)
+
+
 def _agents_ready() -> bool:
     try:
         from distill.result import _mirror_agent_class
