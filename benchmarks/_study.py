@@ -38,3 +38,27 @@ def mean_se(x) -> tuple[float, float]:
 
 def finite_or_none(values) -> list:
     return [None if not np.isfinite(v) else float(v) for v in np.asarray(values, np.float64)]
+
+
+def plot_curves(results: dict, panels: list[str], title, path: str) -> None:
+    """One panel per environment: the training-return curve of every run ``"<panel>/<label>"``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for key, run in results["runs"].items():
+            if key.startswith(panel + "/") and isinstance(run, dict) and "curve_return" in run:
+                y = np.array([np.nan if v is None else v for v in run["curve_return"]], np.float64)
+                keep = np.isfinite(y)  # updates in which no episode ended have no return
+                ax.plot(np.asarray(run["curve_t"])[keep], y[keep], marker=".", label=key.split("/", 1)[1])
+        ax.set_title(title(panel))
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("training episode return")
+        ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

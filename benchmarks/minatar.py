@@ -18,7 +18,7 @@ import argparse
 import time
 
 import numpy as np
-from _study import finite_or_none, mean_se, open_study, save_study
+from _study import finite_or_none, mean_se, open_study, plot_curves, save_study
 
 GAMES = ["Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar", "SpaceInvaders-MinAtar"]
 
@@ -86,33 +86,9 @@ def main(argv=None) -> dict:
         results["runs"][f"{game}/verdict"] = verdict(runs[0], runs[-1])
         print(f"{game:22s} {cells}  {results['runs'][f'{game}/verdict']}")
     save_study(args.out, results)
-    _plot(results, args.games, labels, args.plot)
+    plot_curves(results, args.games, lambda game: f"{game} ({args.seeds} seeds)", args.plot)
     print(f"wrote {args.out} and {args.plot}")
     return results
-
-
-def _plot(results, games, labels, path):
-    from pathlib import Path
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(games), figsize=(4 * len(games), 3.4), squeeze=False)
-    for ax, game in zip(axes[0], games, strict=True):
-        for label in labels:
-            r = results["runs"][f"{game}/{label}"]
-            y = np.array([np.nan if v is None else v for v in r["curve_return"]], np.float64)
-            keep = np.isfinite(y)  # updates in which no episode ended have no return
-            ax.plot(np.asarray(r["curve_t"])[keep], y[keep], marker=".", label=label.upper())
-        ax.set_title(f"{game} ({results['settings']['seeds']} seeds)")
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("training episode return")
-        ax.legend()
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

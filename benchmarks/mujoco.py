@@ -26,7 +26,7 @@ if __name__ == "__main__":
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
     sys.path.append(str(Path(__file__).resolve().parent))  # for _study
 
-from _study import finite_or_none, mean_se, open_study, save_study  # noqa: E402
+from _study import finite_or_none, mean_se, open_study, plot_curves, save_study  # noqa: E402
 
 # RL-Zoo (rl-baselines3-zoo hyperparams/ppo.yml) tuned PPO settings for these tasks (v3 entries;
 # v5 is the same task with corrected physics details).
@@ -146,32 +146,11 @@ def main(argv=None) -> dict:
         m, se = mean_se(r["final_returns"])
         n = len(r["final_returns"])
         print(f"{env_id:16s} {algo:5s} {n:5d} {r['wall_s']:13.1f} {r['wall_s'] / n:11.1f} {m:22.1f} +- {se:.1f}")
-    _plot(results, [e for e in args.envs if any(k.startswith(e + "/") for k in results["runs"])], args.plot)
+    settings = results["settings"]
+    plot_curves(results, [e for e in args.envs if any(k.startswith(e + "/") for k in results["runs"])],
+                lambda env_id: f"{env_id} (ours {settings['seeds']} seeds, SB3 {settings['sb3_seeds']})", args.plot)
     print(f"wrote {args.out} and {args.plot}")
     return results
-
-
-def _plot(results, envs, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.6), squeeze=False)
-    for ax, env_id in zip(axes[0], envs, strict=True):
-        for key, r in results["runs"].items():
-            if key.startswith(env_id + "/"):
-                y = np.array([np.nan if v is None else v for v in r["curve_return"]], np.float64)
-                keep = np.isfinite(y)  # updates in which no episode ended have no return
-                ax.plot(np.asarray(r["curve_t"])[keep], y[keep], marker=".", label=key.split("/")[1])
-        ax.set_title(f"{env_id} (ours {results['settings']['seeds']} seeds, "
-                     f"SB3 {results['settings']['sb3_seeds']})")
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("training episode return")
-        ax.legend()
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
