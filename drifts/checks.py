@@ -270,7 +270,9 @@ def _build_core(fs: Callable, cfg: _Config) -> Callable:
     dirs = np.array([v for v in np.ndindex(*(3,) * d) if any(x != 1 for x in v)], dtype=float) - 1.0
 
     def F(params, r, A, t):
-        return jax.vmap(fs, in_axes=(None, 0, 0, 0))(params, r, A, t)
+        # The barrier keeps XLA from constant-folding what follows when f is a constant (a candidate
+        # "0" from distillation): folding an argmax over the whole grid took seconds and logged errors.
+        return jax.lax.optimization_barrier(jax.vmap(fs, in_axes=(None, 0, 0, 0))(params, r, A, t))
 
     def G(params, r, A, t):
         return jax.vmap(jax.grad(fs, argnums=1), in_axes=(None, 0, 0, 0))(params, r, A, t)
