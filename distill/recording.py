@@ -38,12 +38,13 @@ def record_training_pairs(drift, env="CartPole-v1", n_pairs: int = 4000, *, seed
     agent = MirrorAgent(drift=source, seed=seed, n_seeds=n_seeds, **agent_kwargs)
     expected = _expected_pairs(agent, env, n_seeds)
     keep = 1.0 if expected is None else min(1.0, 8.0 * n_pairs / expected)
-    rng = np.random.default_rng(seed)
     chunks: list[tuple[np.ndarray, np.ndarray]] = []
 
     def sink(r, A):
         r, A = np.asarray(r, np.float64).ravel(), np.asarray(A, np.float64).ravel()
-        mask = rng.random(r.size) < keep
+        # Thin by a hash of the values, not by call order: seeds sharded over devices call back in
+        # any order, and the result must not depend on it.
+        mask = _uniform_hash(r, A) < keep
         if skip_identity:
             mask &= r != 1.0
         chunks.append((r[mask], A[mask]))
@@ -59,10 +60,12 @@ def record_training_pairs(drift, env="CartPole-v1", n_pairs: int = 4000, *, seed
     r = np.concatenate([c[0] for c in chunks])
     A = np.concatenate([c[1] for c in chunks])
     chunks.clear()  # the compiled training (cached) keeps the sink alive; drop what it collected
+    order = np.lexsort((A, r))  # a canonical order, whatever order the callbacks came in
+    r, A = r[order], A[order]
     if r.size < n_pairs:
         raise ValueError(f"the run recorded only {r.size} usable pairs (< n_pairs = {n_pairs}); "
                          "raise total_timesteps or lower n_pairs")
-    pick = rng.choice(r.size, int(n_pairs), replace=False)
+    pick = np.random.default_rng(seed).choice(r.size, int(n_pairs), replace=False)
     return r[pick], A[pick]
 
 
@@ -77,3 +80,9 @@ def _expected_pairs(agent, env, n_seeds: int) -> float | None:
     except (TypeError, ValueError):
         return None  # not a JAX environment; fit will say what is wrong with it, if anything
     return float(config.num_updates * config.batch_size * config.update_epochs * n_seeds)
+
+
+def _uniform_hash(r: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """A number in [0, 1) per pair, fixed by the pair's values (a multiplicative hash of their bits)."""
+    bits = r.view(np.uint64) ^ (A.view(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    return ((bits * np.uint64(0xBF58476D1CE4E5B9)) >> np.uint64(11)).astype(np.float64) / float(2**53)
