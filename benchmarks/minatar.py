@@ -8,8 +8,10 @@
 Every agent uses the "minatar" preset (conv torso, purejaxrl's published MinAtar hyperparameters) and
 trains all seeds in one vmapped, jitted call. ``--drifts`` entries are ``ppo``, ``dpo`` or
 ``label=spec`` with any ``drifts.get_drift`` spec (a name, a drift file, an expression). The score is
-the deterministic evaluation return of each seed's final policy (``--eval-episodes`` each). Each run
-is written to the JSON file as it finishes; prints a table, writes a PNG.
+the deterministic evaluation return of each seed's final policy (``--eval-episodes`` each); each
+seed's training return over the last 10% of updates is kept too (``train_returns``: less noisy than a
+few deterministic episodes, where one stuck policy scores 0). Each run is written to the JSON file as
+it finishes; prints a table, writes a PNG.
 """
 
 from __future__ import annotations
@@ -39,10 +41,13 @@ def run(spec: str, game: str, timesteps: int, seeds: int, eval_episodes: int) ->
     agent = make_agent(spec, total_timesteps=timesteps, n_seeds=seeds, seed=0).fit(game)  # one vmapped call
     wall = time.perf_counter() - start
     finals = agent.evaluate(n_episodes=eval_episodes, seed=1000)["returns"].mean(axis=1)
+    per_seed = np.asarray(agent.history_["episode_return"], np.float64)  # (seeds, updates), NaN: no episode ended
+    tail = per_seed[:, -max(1, per_seed.shape[1] // 10):]
     with np.errstate(all="ignore"):
-        curve = np.nanmean(agent.history_["episode_return"], axis=0)
-    return {"wall_s": wall, "final_returns": finals.tolist(), "curve_t": agent.history_["timesteps"].tolist(),
-            "curve_return": finite_or_none(curve)}
+        curve = np.nanmean(per_seed, axis=0)
+        train_returns = np.nanmean(tail, axis=1)  # each seed's training return over the last 10% of updates
+    return {"wall_s": wall, "final_returns": finals.tolist(), "train_returns": finite_or_none(train_returns),
+            "curve_t": agent.history_["timesteps"].tolist(), "curve_return": finite_or_none(curve)}
 
 
 def verdict(first: list, second: list) -> str:
