@@ -47,13 +47,17 @@ def plot_curves(results: dict, panels: list[str], title, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    curves = {k: run for k, run in results["runs"].items() if isinstance(run, dict) and "curve_return" in run}
+    labels = sorted({k.split("/", 1)[1] for k in curves})  # one colour per label in every panel
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
-        for key, run in results["runs"].items():
-            if key.startswith(panel + "/") and isinstance(run, dict) and "curve_return" in run:
+        for key, run in curves.items():
+            if key.startswith(panel + "/"):
+                label = key.split("/", 1)[1]
                 y = np.array([np.nan if v is None else v for v in run["curve_return"]], np.float64)
                 keep = np.isfinite(y)  # updates in which no episode ended have no return
-                ax.plot(np.asarray(run["curve_t"])[keep], y[keep], marker=".", label=key.split("/", 1)[1])
+                ax.plot(np.asarray(run["curve_t"])[keep], y[keep], marker=".", label=label,
+                        color=f"C{labels.index(label)}")
         ax.set_title(title(panel))
         ax.set_xlabel("environment steps")
         ax.set_ylabel("training episode return")
