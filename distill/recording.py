@@ -35,7 +35,7 @@ def record_training_pairs(drift, env="CartPole-v1", n_pairs: int = 4000, *, seed
     source = drift if isinstance(drift, Drift) else get_drift(drift)
     if int(n_pairs) < 20:
         raise ValueError(f"n_pairs must be at least 20 to fit and hold out, got {n_pairs}")
-    agent = MirrorAgent(drift=source, seed=seed, n_seeds=n_seeds, **agent_kwargs)
+    agent = MirrorAgent(drift=None, seed=seed, n_seeds=n_seeds, check_drift=False, **agent_kwargs)
     expected = _expected_pairs(agent, env, n_seeds)
     keep = 1.0 if expected is None else min(1.0, 8.0 * n_pairs / expected)
     chunks: list[tuple[np.ndarray, np.ndarray]] = []
@@ -53,8 +53,7 @@ def record_training_pairs(drift, env="CartPole-v1", n_pairs: int = 4000, *, seed
         jax.debug.callback(sink, r, A)
         return source.fn(params, r, A, *t)
 
-    recorder = source.replace(name=f"{source.name} (recorded)", fn=recording, family=None)
-    agent.set_params(drift=recorder, check_drift=False).fit(env)
+    agent.set_params(drift=source.replace(name=f"{source.name} (recorded)", fn=recording, family=None)).fit(env)
     if not chunks:
         raise RuntimeError("no (r, A) pairs were recorded: the run made no policy update; raise total_timesteps")
     r = np.concatenate([c[0] for c in chunks])

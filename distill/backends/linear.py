@@ -114,7 +114,7 @@ class LinearBackend:
 
     def fit(self, task: FitTask) -> list[sp.Expr]:
         deadline = time.monotonic() + task.time_budget
-        knots, scales, self._bounds = data_scales(task.r, task.A)
+        knots, scales, bounds = data_scales(task.r, task.A)
         terms = library(task.branch, knots, scales)
         cols = np.stack([self._column(t, task) for t in terms], axis=1)
         usable = np.linalg.norm(cols, axis=0) > 1e-12
@@ -128,7 +128,7 @@ class LinearBackend:
             best_loss, best_i = np.inf, ranked[0]
             for i in ranked[: self.shortlist]:  # refine the shortlist's scales, keep the best fit
                 if self.refine and terms[i].param is not None and time.monotonic() < deadline:
-                    terms, cols = self._refine(terms, cols, [*chosen, i], i, task)
+                    terms, cols = self._refine(terms, cols, [*chosen, i], i, task, bounds[terms[i].kind])
                 loss = self._loss(cols[:, [*chosen, i]], task)
                 if loss < best_loss:
                     best_loss, best_i = loss, i
@@ -185,10 +185,10 @@ class LinearBackend:
         losses = {i: self._loss(cols[:, [*chosen, i]], task) for i in order}
         return sorted(order, key=losses.__getitem__)
 
-    def _refine(self, terms, cols, subset, i, task):
-        """Golden-section search on log(param) of term ``i`` (fitted together with ``subset``)."""
+    def _refine(self, terms, cols, subset, i, task, bounds):
+        """Golden-section search on log(param) of term ``i`` (fitted with ``subset``) within ``bounds``."""
         t = terms[i]
-        lo, hi = getattr(self, "_bounds", _BOUNDS)[t.kind]
+        lo, hi = bounds
         a, b = math.log(max(lo, t.param / 3)), math.log(min(hi, t.param * 3))
         pos = subset.index(i)
         base = cols[:, subset]
