@@ -63,9 +63,30 @@ class JaxEnv:
     step: Callable[[jax.Array, Any, jax.Array], tuple]
     max_episode_steps: int
     preset: str = "classic"          # name of agents.config.PRESETS entry
+    # Optional split of ``step`` into its randomness and the rest: ``draw(key)`` returns what one step
+    # would draw from ``key`` (for gymnax: the step key and the next episode's reset), and
+    # ``step_drawn(drawn, state, action)`` equals ``step(key, state, action)``. The core draws a whole
+    # rollout's worth in one batched call before its scan; on the CPU the per-step random draws cost
+    # more than the environment's dynamics.
+    draw: Callable[[jax.Array], Any] | None = None
+    step_drawn: Callable[[Any, Any, jax.Array], tuple] | None = None
 
     def spaces(self) -> dict:
         return {"obs_shape": list(self.obs_shape), "action": self.action_spec.to_dict()}
+
+    def draw_steps(self, key: jax.Array, shape: tuple[int, ...]) -> Any:
+        """The randomness of ``prod(shape)`` steps, as a pytree with leading axes ``shape``."""
+        keys = jax.random.split(key, int(np.prod(shape))).reshape(tuple(shape) + key.shape)
+        if self.draw is None:
+            return keys
+        flat = jax.vmap(self.draw)(keys.reshape((-1,) + key.shape))
+        return jax.tree_util.tree_map(lambda a: a.reshape(tuple(shape) + a.shape[1:]), flat)
+
+    def step_with(self, drawn: Any, state: Any, action: jax.Array) -> tuple:
+        """``step`` with randomness from :meth:`draw_steps` (one step, one environment)."""
+        if self.step_drawn is None:
+            return self.step(drawn, state, action)
+        return self.step_drawn(drawn, state, action)
 
 
 MINATAR_IDS = ("Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar", "SpaceInvaders-MinAtar")
@@ -114,9 +135,34 @@ def from_gymnax(env_id: str, env=None, env_params=None) -> JaxEnv:
         return (obs.astype(jnp.float32), state, reward.astype(jnp.float32), terminated.astype(bool),
                 jnp.logical_and(truncated, jnp.logical_not(terminated)), final_obs)
 
+    draw = step_drawn = None
+    if type(env).step is _gymnax_base_step():  # the standard auto-reset step, not a wrapper's own
+
+        def draw(key):  # the same split and reset that gymnax's Environment.step does
+            key_step, key_reset = jax.random.split(key)
+            obs_reset, state_reset = env.reset_env(key_reset, env_params)
+            return key_step, obs_reset, state_reset
+
+        def step_drawn(drawn, state, action):
+            key_step, obs_reset, state_reset = drawn
+            obs, state, reward, terminated, _ = env.step_env(key_step, state, action, env_params)
+            truncated = env.is_truncated(state, env_params)
+            done = jnp.logical_or(terminated, truncated)
+            next_state = jax.tree_util.tree_map(lambda r, s: jax.lax.select(done, r, s), state_reset, state)
+            next_obs = jax.lax.select(done, obs_reset, obs)
+            return (next_obs.astype(jnp.float32), next_state, reward.astype(jnp.float32), terminated.astype(bool),
+                    jnp.logical_and(truncated, jnp.logical_not(terminated)), obs.astype(jnp.float32))
+
     max_steps = int(getattr(env_params, "max_steps_in_episode", 1000))
     preset = "minatar" if env_id in MINATAR_IDS else ("classic" if action_spec.discrete else "continuous")
-    return JaxEnv(env_id, "gymnax", obs_shape, action_spec, reset, step, max_steps, preset=preset)
+    return JaxEnv(env_id, "gymnax", obs_shape, action_spec, reset, step, max_steps, preset=preset,
+                  draw=draw, step_drawn=step_drawn)
+
+
+def _gymnax_base_step():
+    from gymnax.environments.environment import Environment
+
+    return Environment.step
 
 
 # Resolvers for other families register here (issue: Brax, Gymnasium). Each takes the id after its

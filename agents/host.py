@@ -21,7 +21,7 @@ import numpy as np
 
 from agents import networks as nets
 from agents.config import PPOConfig
-from agents.core import ObsStats, Transition, init_params, make_learner, make_network, make_optimizer, normalize
+from agents.core import ObsStats, Transition, init_opt_state, init_params, make_learner, make_network, normalize
 from agents.envs import JaxEnv
 from agents.gymnasium_env import HostEnv
 
@@ -66,7 +66,7 @@ def _compiled_for_spaces(config: PPOConfig, env: JaxEnv, drift_fn: Any, temporal
 
     def init(key):
         params = init_params(config, env, key)
-        return params, make_optimizer(config).init(params)
+        return params, init_opt_state(config, params)
 
     init_one = jax.jit(init)
 

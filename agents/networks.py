@@ -58,6 +58,33 @@ def orthogonal(scale: float = 1.0):
     return init
 
 
+class Dense(nn.Module):
+    """``nn.Dense`` (same parameters, same flax name) that skips the matmul kernel for a few rows.
+
+    Why: a rollout step evaluates the policy on one row per environment (4 for CartPole). XLA:CPU
+    dispatches a dot to a matmul library at a fixed cost of about 0.5 µs, several times the
+    arithmetic of a 4x64x64 product; as a broadcast multiply and sum it fuses with the bias and
+    activation into one loop (policy per rollout step 2.0 -> 0.9 µs, jax 0.10.2). Minibatches
+    (hundreds of rows) keep the matmul.
+    """
+
+    features: int
+    kernel_init: object = nn.initializers.lecun_normal()
+    bias_init: object = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+        bias = self.param("bias", self.bias_init, (self.features,))
+        rows = int(np.prod(x.shape[:-1]))
+        if rows <= SMALL_BATCH_ROWS:
+            return jnp.sum(x[..., :, None] * kernel, axis=-2) + bias
+        return x @ kernel + bias
+
+
+SMALL_BATCH_ROWS = 16
+
+
 class MLP(nn.Module):
     hidden_sizes: Sequence[int]
     activation: str = "tanh"
@@ -66,8 +93,7 @@ class MLP(nn.Module):
     def __call__(self, x):
         act = _ACTIVATIONS[self.activation]
         for size in self.hidden_sizes:
-            x = act(nn.Dense(size, kernel_init=orthogonal(np.sqrt(2)),
-                             bias_init=nn.initializers.zeros)(x))
+            x = act(Dense(size, kernel_init=orthogonal(np.sqrt(2)), bias_init=nn.initializers.zeros)(x))
         return x
 
 
@@ -129,9 +155,9 @@ class ActorCritic(nn.Module):
     def setup(self):
         self.actor = self._torso("actor")
         self.critic = self._torso("critic")
-        self.actor_head = nn.Dense(self.action_spec.dim, kernel_init=orthogonal(0.01),
-                                   bias_init=nn.initializers.zeros)
-        self.critic_head = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=nn.initializers.zeros)
+        self.actor_head = Dense(self.action_spec.dim, kernel_init=orthogonal(0.01),
+                                bias_init=nn.initializers.zeros)
+        self.critic_head = Dense(1, kernel_init=orthogonal(1.0), bias_init=nn.initializers.zeros)
         if not self.action_spec.discrete:
             self.log_std = self.param("log_std", nn.initializers.zeros, (self.action_spec.dim,))
 

@@ -9,9 +9,9 @@ Every agent uses the "minatar" preset (conv torso, purejaxrl's published MinAtar
 trains all seeds in one vmapped, jitted call. ``--drifts`` entries are ``ppo``, ``dpo`` or
 ``label=spec`` with any ``drifts.get_drift`` spec (a name, a drift file, an expression). The score is
 the deterministic evaluation return of each seed's final policy (``--eval-episodes`` each); each
-seed's training return over the last 10% of updates is kept too (``train_returns``: less noisy than a
-few deterministic episodes, where one stuck policy scores 0). Each run is written to the JSON file as
-it finishes; prints a table, writes a PNG.
+seed's training return over its last 10% of updates with finished episodes is kept too
+(``train_returns``: less noisy than a few deterministic episodes, where one stuck policy scores 0).
+Each run is written to the JSON file as it finishes; prints a table, writes a PNG.
 """
 
 from __future__ import annotations
@@ -36,16 +36,25 @@ def make_agent(spec: str, **kwargs):
     return MirrorAgent(drift=get_drift(spec.split("=", 1)[-1]), **kwargs)
 
 
+def _late_mean(returns: np.ndarray) -> float:
+    """Mean of the last 10% of a seed's updates that saw episodes end (NaN if none did).
+
+    Counted over updates with a finished episode, not over all updates: Freeway's episodes all last
+    2,500 steps and end together, so most updates (the last 10% of a 300k-step run included) see none.
+    """
+    finite = returns[np.isfinite(returns)]
+    return float(finite[-max(1, len(finite) // 10):].mean()) if len(finite) else float("nan")
+
+
 def run(spec: str, game: str, timesteps: int, seeds: int, eval_episodes: int) -> dict:
     start = time.perf_counter()
     agent = make_agent(spec, total_timesteps=timesteps, n_seeds=seeds, seed=0).fit(game)  # one vmapped call
     wall = time.perf_counter() - start
     finals = agent.evaluate(n_episodes=eval_episodes, seed=1000)["returns"].mean(axis=1)
     per_seed = np.asarray(agent.history_["episode_return"], np.float64)  # (seeds, updates), NaN: no episode ended
-    tail = per_seed[:, -max(1, per_seed.shape[1] // 10):]
     with np.errstate(all="ignore"):
         curve = np.nanmean(per_seed, axis=0)
-        train_returns = np.nanmean(tail, axis=1)  # each seed's training return over the last 10% of updates
+    train_returns = np.array([_late_mean(row) for row in per_seed])
     return {"wall_s": wall, "final_returns": finals.tolist(), "train_returns": finite_or_none(train_returns),
             "curve_t": agent.history_["timesteps"].tolist(), "curve_return": finite_or_none(curve)}
 

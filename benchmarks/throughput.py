@@ -5,7 +5,11 @@ compile seconds, run seconds, steps/s and peak memory of
 
 * ``mirrorlearn``: PPO with the DPO drift, the whole training as one jitted scan;
 * ``env-only floor``: the same scan stepping the same environments with random actions and no
-  learning (the fastest any trainer built on this environment could go);
+  learning, the way the trainer steps them (each rollout's randomness, auto-resets included, drawn
+  in one batched call: ``JaxEnv.draw``); the fastest any trainer built on this stepping could go;
+* ``env-only floor, gymnax step``: the same, calling gymnax's own auto-reset ``step`` with a fresh
+  key per step as purejaxrl and most JAX trainers do (the floor the issue's 14% target and the
+  "public implementations reach about 11%" figure refer to); ``fraction_of_gymnax_floor``;
 * with more seeds than one, both again with one JAX device per core (the seed axis sharded over
   them, as the ``mirrorlearn`` command line does);
 * ``sb3``: Stable-Baselines3 PPO with the same hyperparameters (when ``stable-baselines3`` is
@@ -34,7 +38,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def worker_mirrorlearn(timesteps: int, n_seeds: int, floor: bool) -> dict:
+def worker_mirrorlearn(timesteps: int, n_seeds: int, floor: str | None) -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -51,15 +55,28 @@ def worker_mirrorlearn(timesteps: int, n_seeds: int, floor: bool) -> dict:
             k_env, k_run = jax.random.split(key)
             obs, state = jax.vmap(env.reset)(jax.random.split(k_env, config.num_envs))
 
-            def step(carry, _):
+            def step_gymnax(carry, _):  # per-step keys and gymnax's own auto-reset step, as purejaxrl does
                 state, obs, key, total = carry
                 key, k_a, k_s = jax.random.split(key, 3)
                 action = jax.random.randint(k_a, (config.num_envs,), 0, env.action_spec.n)
                 obs, state, reward, *_ = jax.vmap(env.step)(jax.random.split(k_s, config.num_envs), state, action)
                 return (state, obs, key, total + reward.sum()), None
 
+            def step_drawn(carry, xs):  # as the trainer steps: randomness drawn per rollout (JaxEnv.draw)
+                state, obs, key, total = carry
+                actions, draws = xs
+                obs, state, reward, *_ = jax.vmap(env.step_with)(draws, state, actions)
+                return (state, obs, key, total + reward.sum()), None
+
             def rollout(carry, _):
-                carry, _ = jax.lax.scan(step, carry, None, config.num_steps)
+                if floor == "gymnax":
+                    carry, _ = jax.lax.scan(step_gymnax, carry, None, config.num_steps)
+                    return carry, None
+                state, obs, key, total = carry
+                key, k_a, k_s = jax.random.split(key, 3)
+                shape = (config.num_steps, config.num_envs)
+                xs = (jax.random.randint(k_a, shape, 0, env.action_spec.n), env.draw_steps(k_s, shape))
+                carry, _ = jax.lax.scan(step_drawn, (state, obs, key, total), xs)
                 return carry, None
 
             (_, _, _, total), _ = jax.lax.scan(rollout, (state, obs, k_run, 0.0), None, config.num_updates)
@@ -125,7 +142,8 @@ def main() -> None:
         if kind == "sb3":
             result = worker_sb3(int(rest[0]))
         else:
-            result = worker_mirrorlearn(int(rest[0]), int(rest[1]), kind == "floor")
+            floor = {"floor": "drawn", "floor-gymnax": "gymnax"}.get(kind)
+            result = worker_mirrorlearn(int(rest[0]), int(rest[1]), floor)
         print(json.dumps(result))
         return
 
@@ -134,13 +152,18 @@ def main() -> None:
     for n in args.seeds:
         device_counts = [1] + ([cores] if cores > 1 and n % cores == 0 else [])
         for devices in device_counts:
+            floor_gymnax = _run_worker(["floor-gymnax", str(args.timesteps), str(n)], devices)
             floor = _run_worker(["floor", str(args.timesteps), str(n)], devices)
             ours = _run_worker(["mirrorlearn", str(args.timesteps), str(n)], devices)
-            for name, r in (("env-only floor", floor), ("mirrorlearn PPO(DPO drift)", ours)):
+            for name, r in (("env-only floor, gymnax step", floor_gymnax), ("env-only floor", floor),
+                            ("mirrorlearn PPO(DPO drift)", ours)):
                 if r:
                     rows.append({"impl": name, "seeds": n, "devices": devices, **r})
-            if floor and ours:
-                rows[-1]["fraction_of_floor"] = ours["steps_per_s"] / floor["steps_per_s"]
+            if ours:
+                if floor:
+                    rows[-1]["fraction_of_floor"] = ours["steps_per_s"] / floor["steps_per_s"]
+                if floor_gymnax:
+                    rows[-1]["fraction_of_gymnax_floor"] = ours["steps_per_s"] / floor_gymnax["steps_per_s"]
     sb3 = None
     try:
         import stable_baselines3  # noqa: F401
@@ -156,7 +179,8 @@ def main() -> None:
 
     from mirrorlearn.reporting import format_table
 
-    cols = ["impl", "seeds", "devices", "compile_s", "run_s", "steps_per_s", "peak_mem_mb", "fraction_of_floor", "speedup_vs_sb3"]
+    cols = ["impl", "seeds", "devices", "compile_s", "run_s", "steps_per_s", "peak_mem_mb", "fraction_of_floor",
+            "fraction_of_gymnax_floor", "speedup_vs_sb3"]
     print(format_table([{c: (f"{r[c]:,.3g}" if isinstance(r.get(c), float) else r.get(c, "")) for c in cols}
                         for r in rows], cols))
     out = Path(args.out)

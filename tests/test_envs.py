@@ -236,6 +236,52 @@ def test_every_gymnax_env_resolves_and_a_sample_trains():
         assert np.isfinite(agent.history_["loss"]).all(), env_id
 
 
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "Breakout-MinAtar", "Catch-bsuite"])
+def test_gymnax_step_with_predrawn_randomness_equals_gymnax_step(env_id):
+    """JaxEnv.draw hoists gymnax's per-step key split and auto-reset draw out of the rollout scan;
+    the trajectory must be bit-for-bit the one gymnax's own ``step`` produces, resets included."""
+    env = make_env(env_id)
+    assert env.draw is not None
+
+    def run(use_draw):
+        key = jax.random.PRNGKey(7)
+        _, state = env.reset(key)
+        keys = jax.random.split(key, 400)
+        spec = env.action_spec
+
+        def body(state, k):
+            k_act, k_step = jax.random.split(k)
+            if spec.discrete:
+                action = jax.random.randint(k_act, (), 0, spec.n)
+            else:
+                action = jax.random.uniform(k_act, spec.shape, minval=-2.0, maxval=2.0)
+            out = env.step_with(env.draw(k_step), state, action) if use_draw else env.step(k_step, state, action)
+            return out[1], (out[0], out[2], out[3], out[4], out[5])
+
+        return jax.jit(lambda: jax.lax.scan(body, state, keys)[1])()
+
+    plain, drawn = run(False), run(True)
+    assert bool(np.asarray(plain[2]).any() or np.asarray(plain[3]).any()), "no episode ended: the test saw no reset"
+    for a, b in zip(plain, drawn, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_gymnax_env_with_its_own_step_is_stepped_through_it():
+    """A gymnax subclass that overrides ``step`` keeps it: no hoisting behind its back."""
+    import gymnax
+    from gymnax.environments.classic_control import CartPole
+
+    from agents.envs import from_gymnax
+
+    class CountingCartPole(CartPole):
+        def step(self, key, state, action, params=None):
+            return super().step(key, state, action, params)
+
+    env = from_gymnax("CountingCartPole", env=CountingCartPole())
+    assert env.draw is None and env.step_drawn is None
+    assert from_gymnax("CartPole-v1", *gymnax.make("CartPole-v1")).draw is not None
+
+
 def test_minatar_uses_the_conv_preset_and_trains():
     from agents.config import PRESETS
 
