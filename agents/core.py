@@ -100,7 +100,8 @@ def gae(values, rewards, dones, last_value, gamma, lam):
 
 
 def make_network(config: PPOConfig, env: JaxEnv) -> nets.ActorCritic:
-    return nets.ActorCritic(env.action_spec, tuple(config.hidden_sizes), config.activation, config.network)
+    return nets.ActorCritic(env.action_spec, tuple(config.hidden_sizes), config.activation, config.network,
+                            config.log_std_init)
 
 
 def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:
@@ -231,8 +232,11 @@ def make_learner(config: PPOConfig, env: JaxEnv, drift: Drift) -> Callable:
         ratio = jnp.exp(logp - old_logp)
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         pg_loss = policy_loss(drift, drift_params, ratio, jax.lax.stop_gradient(adv), t)
-        value_clipped = old_value + jnp.clip(value - old_value, -config.clip_eps, config.clip_eps)
-        v_loss = 0.5 * jnp.mean(jnp.maximum((value - target) ** 2, (value_clipped - target) ** 2))
+        if config.clip_value:
+            value_clipped = old_value + jnp.clip(value - old_value, -config.clip_eps, config.clip_eps)
+            v_loss = 0.5 * jnp.mean(jnp.maximum((value - target) ** 2, (value_clipped - target) ** 2))
+        else:
+            v_loss = 0.5 * jnp.mean((value - target) ** 2)
         ent = jnp.mean(nets.entropy(spec, pi))
         total = pg_loss + config.vf_coef * v_loss - config.ent_coef * ent
         log_ratio = logp - old_logp

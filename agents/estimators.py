@@ -68,6 +68,8 @@ class MirrorAgent:
         reward_scale: float | None = None,
         bootstrap_truncation: bool | None = None,
         network: str | None = None,
+        clip_value: bool | None = None,
+        log_std_init: float | None = None,
         n_seeds: int = 1,
         seed: int = 0,
         progress: bool = False,
@@ -94,6 +96,8 @@ class MirrorAgent:
         self.reward_scale = reward_scale
         self.bootstrap_truncation = bootstrap_truncation
         self.network = network
+        self.clip_value = clip_value
+        self.log_std_init = log_std_init
         self.n_seeds = n_seeds
         self.seed = seed
         self.progress = progress

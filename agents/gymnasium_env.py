@@ -165,9 +165,15 @@ def _check_discrete_start(space_start: int, space) -> None:
         )
 
 
-def _preset_for(env, spec: ActionSpec) -> str:
-    """MuJoCo-style (continuous-action) tasks get observation normalisation and reward scaling."""
-    return "continuous" if not spec.discrete else "classic"
+def _preset_for(env_id: str | None, spec: ActionSpec) -> str:
+    """MuJoCo-style (continuous-action) tasks get observation normalisation and reward scaling; a
+    task with its own tuned preset (``agents.config.PRESETS["mujoco:<name>"]``) gets that one."""
+    if spec.discrete:
+        return "classic"
+    from agents.config import PRESETS
+
+    name = (env_id or "").split(":")[-1].split("/")[-1].split("-v")[0]
+    return f"mujoco:{name}" if f"mujoco:{name}" in PRESETS else "continuous"
 
 
 # -- resolving ids, envs and vector envs -----------------------------------------------------------------
@@ -215,7 +221,7 @@ def from_id(env_id: str, vectorization: str = "sync") -> Any:
     return HostEnv(
         id=f"gymnasium:{env_id}", obs_shape=obs_shape, action_spec=action_spec,
         env_fns=(_MakeById(env_id),), max_episode_steps=int(spec.max_episode_steps or 0),
-        preset=_preset_for(None, action_spec), vectorization=vectorization,
+        preset=_preset_for(env_id, action_spec), vectorization=vectorization,
     )
 
 
@@ -267,7 +273,8 @@ def from_env(env, vectorization: str = "sync") -> Any:
     _check_discrete_start(start, env.action_space)
     return HostEnv(
         id=_env_name(env), obs_shape=obs_shape, action_spec=action_spec, env_fns=(_copier(env),),
-        max_episode_steps=max_steps, preset=_preset_for(env, action_spec), vectorization=vectorization,
+        max_episode_steps=max_steps, preset=_preset_for(getattr(env.spec, "id", None), action_spec),
+        vectorization=vectorization,
     )
 
 
@@ -311,7 +318,7 @@ def from_vector_env(vec) -> HostEnv:
     vectorization = "async" if isinstance(vec, gym.vector.AsyncVectorEnv) else "sync"
     return HostEnv(
         id=name, obs_shape=obs_shape, action_spec=action_spec, env_fns=tuple(env_fns), max_episode_steps=max_steps,
-        preset=_preset_for(None, action_spec), vectorization=vectorization,
+        preset=_preset_for(name, action_spec), vectorization=vectorization,
     )
 
 

@@ -146,6 +146,7 @@ class ActorCritic(nn.Module):
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "tanh"
     torso: str = "mlp"
+    log_std_init: float = 0.0
 
     def _torso(self, name):
         if self.torso == "minatar":
@@ -159,7 +160,7 @@ class ActorCritic(nn.Module):
                                 bias_init=nn.initializers.zeros)
         self.critic_head = Dense(1, kernel_init=orthogonal(1.0), bias_init=nn.initializers.zeros)
         if not self.action_spec.discrete:
-            self.log_std = self.param("log_std", nn.initializers.zeros, (self.action_spec.dim,))
+            self.log_std = self.param("log_std", nn.initializers.constant(self.log_std_init), (self.action_spec.dim,))
 
     def __call__(self, obs):
         return self.policy(obs), self.value(obs)

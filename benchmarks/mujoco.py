@@ -3,8 +3,10 @@
     python benchmarks/mujoco.py                                   # the budget: 1M steps x 3 seeds
     python benchmarks/mujoco.py --timesteps 30000 --seeds 3       # what fits a short CPU session
 
-mirrorlearn trains all seeds in one call (one host vector env of seeds x 8 sub-envs, jitted policy
-and update, the "continuous" preset: obs normalisation, reward scale 0.1). Stable-Baselines3 runs its
+mirrorlearn trains all seeds in one call (one host vector env of seeds x num_envs sub-envs, jitted
+policy and update) with the preset ``fit`` picks: ``mujoco:HalfCheetah`` (RL-Zoo's tuned settings) for
+HalfCheetah, the generic "continuous" one (8 envs x 256 steps, obs normalisation, reward scale 0.1)
+for Hopper; our PPO uses RL-Zoo's clip range as its drift's ``eps``. Stable-Baselines3 runs its
 RL-Zoo MuJoCo hyperparameters (VecNormalize on observations and rewards, one env), one seed after
 the other. Both are scored by the same deterministic evaluation (5 episodes per seed) after training.
 Prints a table, writes JSON and a learning-curve PNG.
@@ -41,9 +43,12 @@ SB3_ZOO = {
 def run_ours(algo: str, env_id: str, timesteps: int, seeds: int, eval_episodes: int) -> dict:
     from agents.estimators import DPO, PPO
 
-    klass = {"ppo": PPO, "dpo": DPO}[algo]
+    kwargs = {}
+    if algo == "ppo":  # PPO's clip range is its drift's parameter, so not part of the preset
+        kwargs["eps"] = SB3_ZOO[env_id]["clip_range"]
+    agent = {"ppo": PPO, "dpo": DPO}[algo](total_timesteps=timesteps, n_seeds=seeds, seed=0, **kwargs)
     start = time.perf_counter()
-    agent = klass(total_timesteps=timesteps, n_seeds=seeds, seed=0).fit(f"gymnasium:{env_id}")
+    agent.fit(f"gymnasium:{env_id}")
     train_s = time.perf_counter() - start
     returns = agent.evaluate(n_episodes=eval_episodes, seed=1000)["returns"]  # (seeds, episodes)
     with np.errstate(all="ignore"):

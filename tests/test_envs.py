@@ -324,3 +324,32 @@ def test_brax_env_trains_a_couple_of_updates():
     out = subprocess.run([sys.executable, "-c", BRAX_CHECK], capture_output=True, text=True, timeout=240,
                          env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"})
     assert "BRAX OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_halfcheetah_gets_its_tuned_preset_and_other_mujoco_tasks_the_generic_one():
+    from agents.config import PRESETS
+
+    cheetah = PPO().make_config("gymnasium:HalfCheetah-v5")
+    assert cheetah == PPO().make_config("gymnasium:HalfCheetah-v4")
+    assert (cheetah.update_epochs, cheetah.hidden_sizes, cheetah.log_std_init, cheetah.clip_value) == (
+        20, (256, 256), -2.0, False)
+    assert PPO(update_epochs=5).make_config("gymnasium:HalfCheetah-v5").update_epochs == 5  # overrides win
+    hopper = PPO().make_config("gymnasium:Hopper-v5")
+    assert hopper == PPO().make_config("gymnasium:Hopper-v5") and hopper.num_envs == PRESETS["continuous"]["num_envs"]
+
+
+def test_log_std_init_and_unclipped_value_loss_are_used(continuous_agent):
+    import jax.numpy as jnp
+
+    from agents.core import init_params
+
+    config = continuous_agent.make_config(ReachTheTarget()).replace(log_std_init=-1.5, clip_value=False)
+    params = init_params(config, make_env(ReachTheTarget()), jax.random.PRNGKey(0))
+    np.testing.assert_allclose(params["params"]["log_std"], jnp.full((2,), -1.5))
+    agent = PPO(total_timesteps=2_048, num_envs=8, num_steps=128, clip_value=False, log_std_init=-1.0,
+                check_drift=False).fit(ReachTheTarget())
+    assert np.isfinite(agent.history_["value_loss"]).all()
+    with pytest.raises(ValueError, match="log_std_init"):
+        PPO(log_std_init=50.0).fit(ReachTheTarget())
+    with pytest.raises(ValueError, match="clip_value"):
+        PPO(clip_value="yes").fit(ReachTheTarget())
