@@ -251,8 +251,8 @@ def make_learner(config: PPOConfig, env: JaxEnv, drift: Drift) -> Callable:
 
     def learn(params, opt_state, key, traj: Transition, last_obs, obs_stats, drift_params, t):
         # The minibatch steps see the parameters as one flat vector (the network reads slices of it):
-        # gradient clipping and Adam then run as a few fused loops instead of a few per leaf, which
-        # made a CartPole minibatch step 22% faster (121 -> 94 µs on this CPU, jax 0.10.2).
+        # gradient clipping and Adam then run as a few fused loops instead of a few per leaf: a
+        # one-seed CartPole learner went from 1.82 to 1.64 ms per update (this CPU, jax 0.10.2).
         flat_params, unravel = ravel_pytree(params)
         grad_fn = jax.value_and_grad(lambda p, *args: loss_fn(unravel(p), *args), has_aux=True)
 

@@ -327,15 +327,21 @@ def test_brax_env_trains_a_couple_of_updates():
 
 
 def test_halfcheetah_gets_its_tuned_preset_and_other_mujoco_tasks_the_generic_one():
-    from agents.config import PRESETS
+    """Preset choice by id (no MuJoCo needed: the test extra does not install it)."""
+    from agents.config import preset
+    from agents.envs import ActionSpec
+    from agents.gymnasium_env import _preset_for
 
-    cheetah = PPO().make_config("gymnasium:HalfCheetah-v5")
-    assert cheetah == PPO().make_config("gymnasium:HalfCheetah-v4")
+    box = ActionSpec("continuous", shape=(6,), low=(-1.0,) * 6, high=(1.0,) * 6)
+    for env_id in ("gymnasium:HalfCheetah-v5", "HalfCheetah-v4", "gymnasium:HalfCheetah-v5"):
+        assert _preset_for(env_id, box) == "mujoco:HalfCheetah"
+    assert _preset_for("gymnasium:Hopper-v5", box) == "continuous"
+    assert _preset_for(None, box) == "continuous"
+    assert _preset_for("gymnasium:HalfCheetah-v5", ActionSpec("discrete", n=2)) == "classic"
+    cheetah = preset("mujoco:HalfCheetah").validate()
     assert (cheetah.update_epochs, cheetah.hidden_sizes, cheetah.log_std_init, cheetah.clip_value) == (
         20, (256, 256), -2.0, False)
-    assert PPO(update_epochs=5).make_config("gymnasium:HalfCheetah-v5").update_epochs == 5  # overrides win
-    hopper = PPO().make_config("gymnasium:Hopper-v5")
-    assert hopper == PPO().make_config("gymnasium:Hopper-v5") and hopper.num_envs == PRESETS["continuous"]["num_envs"]
+    assert preset("mujoco:HalfCheetah", update_epochs=5).update_epochs == 5  # overrides win
 
 
 def test_log_std_init_and_unclipped_value_loss_are_used(continuous_agent):
