@@ -211,3 +211,20 @@ def test_patch_conv_equals_flax_conv(kernel_size):
     assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x))
     params = jax.tree.map(lambda v: v + 0.1, params)  # a non-zero bias too
     np.testing.assert_allclose(ours.apply(params, x), reference.apply(params, x), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(4, 4, 64), (4, 64, 64), (1, 256, 256), (128, 64, 64), (2, 3, 8, 5)])
+def test_dense_equals_flax_dense_on_both_paths(shape):
+    # networks.Dense computes small products as multiply-and-sum and the rest as a matmul; both must
+    # be nn.Dense's function of nn.Dense's parameters (same names, so saved agents keep loading).
+    import flax.linen as nn
+
+    from agents.networks import Dense
+
+    *batch, n_in, n_out = shape
+    x = jax.random.normal(jax.random.PRNGKey(0), (*batch, n_in))
+    reference, ours = nn.Dense(n_out), Dense(n_out)
+    params = reference.init(jax.random.PRNGKey(1), x)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x))
+    params = jax.tree.map(lambda v: v + 0.1, params)
+    np.testing.assert_allclose(ours.apply(params, x), reference.apply(params, x), rtol=1e-5, atol=1e-5)
