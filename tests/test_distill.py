@@ -118,7 +118,8 @@ def test_kinks_close_to_identity_are_fitted_from_narrow_samples():
                            name="near_kinks")
     rng = np.random.default_rng(2)
     pairs = (np.exp(rng.normal(0, 1e-3, 2000)), rng.normal(0, 1.0, 2000))
-    res = distill(source, backend="linear", samples=pairs, split_advantage=False, time_budget=3, max_front=2)
+    # The backend stops when its terms are done; a 3 s budget ran out first on a loaded machine.
+    res = distill(source, backend="linear", samples=pairs, split_advantage=False, time_budget=30, max_front=2)
     assert res.best.valid and res.best.fidelity >= 0.999
 
 
