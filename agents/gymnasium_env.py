@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.config import PRESETS
 from agents.envs import ActionSpec, JaxEnv
 
 FAMILY = "gymnasium"
@@ -170,8 +171,6 @@ def _preset_for(env_id: str | None, spec: ActionSpec) -> str:
     task with its own tuned preset (``agents.config.PRESETS["mujoco:<name>"]``) gets that one."""
     if spec.discrete:
         return "classic"
-    from agents.config import PRESETS
-
     name = (env_id or "").split(":")[-1].split("/")[-1].split("-v")[0]
     return f"mujoco:{name}" if f"mujoco:{name}" in PRESETS else "continuous"
 
