@@ -79,6 +79,19 @@ class TrainOutput(NamedTuple):
     metrics: dict
 
 
+# |log r| beyond this is clipped before the ratio is formed. exp() leaves float32 past |log r| ~ 87
+# (r = 0 or inf), and a drift's log r (LPO's features, DPO's A < 0 branch) then turns one sample into
+# a NaN loss: a SpaceInvaders run under the LPO network did exactly that at update 140 of 16 seeds.
+# Samples that far from r = 1 carry no usable gradient (r * A * grad log pi vanishes or explodes),
+# and inside the limit r, r**2 and every drift input stay finite, so training is unchanged elsewhere.
+LOG_RATIO_LIMIT = 30.0
+
+
+def probability_ratio(logp, old_logp):
+    """``exp(logp - old_logp)``, the log ratio clipped to ``±LOG_RATIO_LIMIT`` so r stays finite and > 0."""
+    return jnp.exp(jnp.clip(logp - old_logp, -LOG_RATIO_LIMIT, LOG_RATIO_LIMIT))
+
+
 def policy_loss(drift: Drift, drift_params, ratio, advantages, t):
     """Mirror Learning's policy loss: ``-mean(r * A - drift(r, A))`` (A normalised by the caller)."""
     return -jnp.mean(ratio * advantages - drift.apply(drift_params, ratio, advantages, t))
@@ -229,7 +242,7 @@ def make_learner(config: PPOConfig, env: JaxEnv, drift: Drift) -> Callable:
         x, action, old_logp, old_value, adv, target = batch
         pi, value = network.apply(params, x)
         logp = nets.log_prob(spec, pi, action)
-        ratio = jnp.exp(logp - old_logp)
+        ratio = probability_ratio(logp, old_logp)
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         pg_loss = policy_loss(drift, drift_params, ratio, jax.lax.stop_gradient(adv), t)
         if config.clip_value:

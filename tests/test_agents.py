@@ -161,6 +161,28 @@ def test_ppo_drift_policy_loss_equals_clip_objective():
     assert float(policy_loss(ppo(), ppo().params, r, A, 0.0)) == pytest.approx(float(clip), abs=1e-6)
 
 
+@pytest.mark.parametrize("name", ["ppo", "dpo", "lpo"])
+def test_policy_loss_stays_finite_when_the_ratio_leaves_float32(name):
+    # A log ratio of -200 or +200 makes exp() 0 or inf in float32; the drift's log r was then -inf
+    # and the loss NaN (SpaceInvaders under the LPO network diverged this way at 5M steps).
+    from agents.core import LOG_RATIO_LIMIT, policy_loss, probability_ratio
+    from drifts import get_drift
+
+    drift = get_drift(name)
+    logp = jnp.array([-200.0, -40.0, -1.0, 0.0, 1.0, 40.0, 200.0])
+    old = jnp.zeros_like(logp)
+    A = jnp.array([-1.5, 2.0, -0.5, 1.0, -1.0, -2.0, 1.5])
+
+    def loss(lp):
+        return policy_loss(drift, drift.params, probability_ratio(lp, old), A, 0.0)
+
+    value, grad = jax.value_and_grad(loss)(logp)
+    assert np.isfinite(float(value)) and np.isfinite(np.asarray(grad)).all()
+    inside = jnp.array([-1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(np.asarray(probability_ratio(inside, 0.0)), np.asarray(jnp.exp(inside)))
+    assert float(probability_ratio(jnp.asarray(-200.0), 0.0)) == pytest.approx(np.exp(-LOG_RATIO_LIMIT), rel=1e-5)
+
+
 def test_invalid_drift_is_rejected_at_fit_naming_the_condition():
     from agents.estimators import DriftConditionError
 
