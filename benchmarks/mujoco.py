@@ -15,6 +15,7 @@ Prints a table, writes JSON and a learning-curve PNG.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -57,7 +58,7 @@ def run_ours(algo: str, env_id: str, timesteps: int, seeds: int, eval_episodes: 
             "curve_t": agent.history_["timesteps"].tolist(), "curve_return": finite_or_none(curve)}
 
 
-def run_sb3(env_id: str, timesteps: int, seeds: int, eval_episodes: int) -> dict:
+def run_sb3(env_id: str, timesteps: int, seeds: list[int], eval_episodes: int) -> dict:
     import gymnasium as gym
     import torch
     from stable_baselines3 import PPO as SB3PPO
@@ -78,8 +79,8 @@ def run_sb3(env_id: str, timesteps: int, seeds: int, eval_episodes: int) -> dict
                     self.points.append((self.num_timesteps, float(info["episode"]["r"])))
             return True
 
-    wall, finals, curves = 0.0, [], []
-    for seed in range(seeds):
+    wall, finals, curves, per_seed = 0.0, [], [], []
+    for seed in seeds:
         venv = VecNormalize(make_vec_env(env_id, n_envs=1, seed=seed), gamma=SB3_ZOO[env_id]["gamma"])
         model = SB3PPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **SB3_ZOO[env_id],
                        policy_kwargs=dict(log_std_init=-2, ortho_init=False, activation_fn=torch.nn.ReLU,
@@ -87,7 +88,8 @@ def run_sb3(env_id: str, timesteps: int, seeds: int, eval_episodes: int) -> dict
         callback = Episodes()
         start = time.perf_counter()
         model.learn(total_timesteps=timesteps, callback=callback)
-        wall += time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        wall += seconds
         venv.training, venv.norm_reward = False, False
         env = gym.make(env_id)
         rets = []
@@ -102,9 +104,32 @@ def run_sb3(env_id: str, timesteps: int, seeds: int, eval_episodes: int) -> dict
             rets.append(total)
         finals.append(float(np.mean(rets)))
         curves.append(callback.points)
+        per_seed.append({"seed": seed, "wall_s": seconds, "final_return": finals[-1]})
     grid = np.linspace(0, timesteps, 21)[1:]
     curve = [_window_mean(curves, t, timesteps / 20) for t in grid]
-    return {"wall_s": wall, "final_returns": finals, "curve_t": grid.tolist(), "curve_return": curve}
+    return {"wall_s": wall, "final_returns": finals, "curve_t": grid.tolist(), "curve_return": curve,
+            "per_seed": per_seed, "seed_curves": [_binned(pts, grid, timesteps / 20) for pts in curves]}
+
+
+def _binned(points, grid, width):
+    return [_window_mean([points], t, width) for t in grid]
+
+
+def merge_sb3(base: dict, extra: dict) -> dict:
+    """One SB3 entry from two runs of different seeds (run apart to use both cores): returns and
+    per-seed wall-clock concatenated, the curve averaged over seeds' binned curves."""
+    if base["curve_t"] != extra["curve_t"]:
+        raise ValueError("the two SB3 runs used different budgets; merge only runs of one --timesteps")
+    seed_curves = base.get("seed_curves", [base["curve_return"]]) + extra.get("seed_curves", [extra["curve_return"]])
+    per_seed = base.get("per_seed", [{"seed": 0, "wall_s": base["wall_s"], "final_return": base["final_returns"][0]}])
+    per_seed = per_seed + extra.get("per_seed", [])
+    seen = [s["seed"] for s in per_seed]
+    if len(set(seen)) != len(seen):
+        raise ValueError(f"seed(s) run twice: {sorted(seen)}")
+    curve = [float(np.mean(v)) if (v := [c[i] for c in seed_curves if c[i] is not None]) else None
+             for i in range(len(base["curve_t"]))]
+    return {"wall_s": base["wall_s"] + extra["wall_s"], "final_returns": base["final_returns"] + extra["final_returns"],
+            "curve_t": base["curve_t"], "curve_return": curve, "per_seed": per_seed, "seed_curves": seed_curves}
 
 
 def _window_mean(curves, t, width):
@@ -119,6 +144,10 @@ def main(argv=None) -> dict:
     p.add_argument("--timesteps", type=int, default=1_000_000)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--sb3-seeds", type=int, default=None, help="seeds for the peer (default: --seeds)")
+    p.add_argument("--sb3-first-seed", type=int, default=0,
+                   help="the peer's first seed (to run its seeds in separate processes, then --merge-sb3)")
+    p.add_argument("--merge-sb3", nargs="+", default=[], metavar="JSON",
+                   help="add the SB3 runs of these study files (other seeds, same budget) to --out, then report")
     p.add_argument("--eval-episodes", type=int, default=5)
     p.add_argument("--resume", action="store_true", help="keep the finished runs of --out and do the rest")
     p.add_argument("--out", default="benchmarks/results/mujoco.json")
@@ -128,7 +157,23 @@ def main(argv=None) -> dict:
 
     settings = {"timesteps": args.timesteps, "seeds": args.seeds, "sb3_seeds": sb3_seeds,
                 "eval_episodes": args.eval_episodes}
-    results = open_study(args.out, settings, args.resume)
+    if args.merge_sb3:  # the study in --out as it is, whatever settings this command line has
+        results = json.loads(Path(args.out).read_text())
+    else:
+        results = open_study(args.out, settings, args.resume)
+    for path in args.merge_sb3:
+        other = json.loads(Path(path).read_text())
+        if other["settings"]["timesteps"] != results["settings"]["timesteps"]:
+            raise SystemExit(f"{path} ran {other['settings']['timesteps']} steps, {args.out} ran "
+                             f"{results['settings']['timesteps']}: merge only runs of one budget")
+        for key, run in other["runs"].items():
+            if key.endswith("/sb3"):
+                results["runs"][key] = merge_sb3(results["runs"][key], run) if key in results["runs"] else run
+        results["settings"]["sb3_seeds"] = max(len(r["final_returns"]) for k, r in results["runs"].items()
+                                               if k.endswith("/sb3"))
+        save_study(args.out, results)
+    if args.merge_sb3:
+        args.algos = []
     for env_id in args.envs:
         for algo in args.algos:
             key = f"{env_id}/{algo}"
@@ -136,7 +181,8 @@ def main(argv=None) -> dict:
                 continue
             print(f"{env_id} {algo} ...", flush=True)
             if algo == "sb3":
-                r = run_sb3(env_id, args.timesteps, sb3_seeds, args.eval_episodes)
+                seeds = list(range(args.sb3_first_seed, args.sb3_first_seed + sb3_seeds))
+                r = run_sb3(env_id, args.timesteps, seeds, args.eval_episodes)
             else:
                 r = run_ours(algo, env_id, args.timesteps, args.seeds, args.eval_episodes)
             results["runs"][key] = r
