@@ -66,3 +66,15 @@ def plot_curves(results: dict, panels: list[str], title, path: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def make_agent(spec: str, **kwargs):
+    """An estimator for a study's drift spec: ``ppo``, ``dpo`` or ``label=spec`` (any ``get_drift`` spec)."""
+    from agents.estimators import DPO, PPO, MirrorAgent
+    from drifts import get_drift
+
+    if spec == "ppo":
+        return PPO(**kwargs)
+    if spec == "dpo":
+        return DPO(**kwargs)
+    return MirrorAgent(drift=get_drift(spec.split("=", 1)[-1]), **kwargs)

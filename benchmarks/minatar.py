@@ -20,20 +20,10 @@ import argparse
 import time
 
 import numpy as np
-from _study import finite_or_none, mean_se, open_study, plot_curves, save_study
+from _study import finite_or_none, make_agent, mean_se, open_study, plot_curves, save_study
 
 GAMES = ["Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar", "SpaceInvaders-MinAtar"]
 
-
-def make_agent(spec: str, **kwargs):
-    from agents.estimators import DPO, PPO, MirrorAgent
-    from drifts import get_drift
-
-    if spec == "ppo":
-        return PPO(**kwargs)
-    if spec == "dpo":
-        return DPO(**kwargs)
-    return MirrorAgent(drift=get_drift(spec.split("=", 1)[-1]), **kwargs)
 
 
 def _late_mean(returns: np.ndarray) -> float:
