@@ -1,0 +1,41 @@
+"""The benchmark scripts' own bookkeeping (their studies run for hours, so only the pure parts here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str, file: str):
+    # Appended, not prepended: benchmarks/mujoco.py must not shadow the mujoco package.
+    if str(BENCH) not in sys.path:
+        sys.path.append(str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _sb3_run(seed: int, final: float, curve: list) -> dict:
+    return {"wall_s": 10.0 * (seed + 1), "final_returns": [final], "curve_t": [1.0, 2.0, 3.0], "curve_return": curve,
+            "per_seed": [{"seed": seed, "wall_s": 10.0 * (seed + 1), "final_return": final}], "seed_curves": [curve]}
+
+
+def test_merge_sb3_joins_seeds_run_apart():
+    bench = _load("bench_mujoco", "mujoco.py")
+    old = {"wall_s": 5.0, "final_returns": [1.0], "curve_t": [1.0, 2.0, 3.0], "curve_return": [0.0, None, 2.0]}  # session 2
+    merged = bench.merge_sb3(old, _sb3_run(1, 3.0, [2.0, 4.0, None]))
+    merged = bench.merge_sb3(merged, _sb3_run(2, 5.0, [4.0, 2.0, 6.0]))
+    assert merged["final_returns"] == [1.0, 3.0, 5.0]
+    assert merged["wall_s"] == pytest.approx(5.0 + 20.0 + 30.0)
+    assert [s["seed"] for s in merged["per_seed"]] == [0, 1, 2]
+    assert merged["curve_return"] == pytest.approx([2.0, 3.0, 4.0])  # per point, over the seeds that have one
+    with pytest.raises(ValueError, match="run twice"):
+        bench.merge_sb3(merged, _sb3_run(2, 5.0, [1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="different budgets"):
+        bench.merge_sb3(merged, {**_sb3_run(3, 1.0, [1.0, 1.0]), "curve_t": [1.0, 2.0]})
