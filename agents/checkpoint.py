@@ -133,8 +133,9 @@ def load_agent(path: str | os.PathLike):
 
     klass = classes[meta["estimator"]]
     params = {k: v for k, v in meta["estimator_params"].items() if k in klass._param_names()}
-    if "hidden_sizes" in params and params["hidden_sizes"] is not None:
-        params["hidden_sizes"] = tuple(params["hidden_sizes"])
+    for name in ("hidden_sizes", "value_hidden_sizes"):
+        if params.get(name) is not None:
+            params[name] = tuple(params[name])
     agent = klass(**params) if klass is not _estimator_classes()["MirrorAgent"] else klass(**{**params, "drift": drift})
     history = {k[len("history/"):]: v for k, v in arrays.items() if k.startswith("history/")}
     history.pop("timesteps", None)

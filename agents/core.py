@@ -114,7 +114,8 @@ def gae(values, rewards, dones, last_value, gamma, lam):
 
 def make_network(config: PPOConfig, env: JaxEnv) -> nets.ActorCritic:
     return nets.ActorCritic(env.action_spec, tuple(config.hidden_sizes), config.activation, config.network,
-                            config.log_std_init)
+                            config.log_std_init,
+                            None if config.value_hidden_sizes is None else tuple(config.value_hidden_sizes))
 
 
 def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:

@@ -70,6 +70,7 @@ class MirrorAgent:
         network: str | None = None,
         clip_value: bool | None = None,
         log_std_init: float | None = None,
+        value_hidden_sizes: tuple[int, ...] | None = None,
         n_seeds: int = 1,
         seed: int = 0,
         progress: bool = False,
@@ -98,6 +99,7 @@ class MirrorAgent:
         self.network = network
         self.clip_value = clip_value
         self.log_std_init = log_std_init
+        self.value_hidden_sizes = value_hidden_sizes
         self.n_seeds = n_seeds
         self.seed = seed
         self.progress = progress
@@ -149,8 +151,9 @@ class MirrorAgent:
         """The full configuration ``fit`` would use on ``env``: its family preset plus your overrides."""
         env = make_env(env) if not isinstance(env, JaxEnv) else env
         overrides = {k: getattr(self, k) for k in CONFIG_FIELDS if getattr(self, k, None) is not None}
-        if "hidden_sizes" in overrides:
-            overrides["hidden_sizes"] = tuple(int(h) for h in overrides["hidden_sizes"])
+        for name in ("hidden_sizes", "value_hidden_sizes"):
+            if name in overrides:
+                overrides[name] = tuple(int(h) for h in overrides[name])
         return preset(getattr(env, "preset", "classic"), **overrides).validate()
 
     def _validate_run_params(self) -> None:

@@ -149,15 +149,16 @@ class ActorCritic(nn.Module):
     activation: str = "tanh"
     torso: str = "mlp"
     log_std_init: float = 0.0
+    value_hidden_sizes: Sequence[int] | None = None  # the critic's (None: hidden_sizes, as the actor's)
 
-    def _torso(self, name):
+    def _torso(self, name, sizes):
         if self.torso == "minatar":
-            return MinAtarTorso(self.hidden_sizes, self.activation, name=name)
-        return MLP(self.hidden_sizes, self.activation, name=name)
+            return MinAtarTorso(sizes, self.activation, name=name)
+        return MLP(sizes, self.activation, name=name)
 
     def setup(self):
-        self.actor = self._torso("actor")
-        self.critic = self._torso("critic")
+        self.actor = self._torso("actor", self.hidden_sizes)
+        self.critic = self._torso("critic", self.hidden_sizes if self.value_hidden_sizes is None else self.value_hidden_sizes)
         self.actor_head = Dense(self.action_spec.dim, kernel_init=orthogonal(0.01),
                                 bias_init=nn.initializers.zeros)
         self.critic_head = Dense(1, kernel_init=orthogonal(1.0), bias_init=nn.initializers.zeros)

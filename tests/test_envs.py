@@ -359,3 +359,30 @@ def test_log_std_init_and_unclipped_value_loss_are_used(continuous_agent):
         PPO(log_std_init=50.0).fit(ReachTheTarget())
     with pytest.raises(ValueError, match="clip_value"):
         PPO(clip_value="yes").fit(ReachTheTarget())
+
+
+def test_value_network_can_differ_from_the_policy_network(tmp_path):
+    """Brax's PPO (the paper's setting) pairs a 32x4 policy with a 256x5 value network."""
+    from agents.config import preset
+    from agents.core import init_params
+
+    assert preset("brax:ant").value_hidden_sizes == (256,) * 5 and preset("brax:ant").hidden_sizes == (32,) * 4
+    env = make_env("CartPole-v1")
+    base = preset("classic", hidden_sizes=(16,))
+    same = jax.tree_util.tree_map(np.asarray, init_params(base, env, jax.random.PRNGKey(0)))
+    explicit = jax.tree_util.tree_map(np.asarray, init_params(base.replace(value_hidden_sizes=(16,)), env,
+                                                              jax.random.PRNGKey(0)))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, same, explicit)  # None means "as the policy's"
+
+    agent = PPO(total_timesteps=1_024, num_envs=4, num_steps=128, hidden_sizes=(16,), value_hidden_sizes=(24, 8))
+    agent.fit("CartPole-v1")
+    critic = agent.params_["params"]["critic"]
+    assert [critic[k]["kernel"].shape[-1] for k in sorted(critic)] == [24, 8]
+    assert agent.params_["params"]["actor"]["Dense_0"]["kernel"].shape[-1] == 16
+    loaded = PPO.load(agent.save(tmp_path / "agent"))
+    assert loaded.value_hidden_sizes == (24, 8) and loaded.config_.value_hidden_sizes == (24, 8)
+    obs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict(obs), agent.predict(obs))
+    for bad in ((), (0,), (8, -1)):
+        with pytest.raises(ValueError, match="value_hidden_sizes"):
+            PPO(value_hidden_sizes=bad).fit("CartPole-v1")
