@@ -386,3 +386,43 @@ def test_value_network_can_differ_from_the_policy_network(tmp_path):
     for bad in ((), (0,), (8, -1)):
         with pytest.raises(ValueError, match="value_hidden_sizes"):
             PPO(value_hidden_sizes=bad).fit("CartPole-v1")
+
+
+@pytest.mark.parametrize("env_cls", [PickTheLargest, ReachTheTarget])
+def test_host_policy_step_unpacks_what_the_network_computes(env_cls):
+    """The rollout's policy call returns one packed float32 array; unpacked it must be exactly the
+    network's sample, log-probability and value (integer actions included)."""
+    import functools
+
+    import jax.numpy as jnp
+
+    from agents import host
+    from agents import networks as nets
+    from agents.core import ObsStats, make_network, normalize
+
+    agent = PPO(total_timesteps=256, num_envs=3, num_steps=8, num_minibatches=2)
+    env = make_env(env_cls())
+    config = host.host_config(agent, env)
+    drift = agent.make_drift()
+    init, policy_step, _, _ = host._compiled_parts(config, env, drift.fn, drift.temporal)
+    keys = jax.random.split(jax.random.PRNGKey(3), 2)
+    params, _ = init(keys)
+    stats = jax.vmap(lambda _: ObsStats.create(env.obs_shape))(jnp.arange(2))
+    obs = np.random.default_rng(0).normal(size=(2, 3) + tuple(env.obs_shape)).astype(np.float32)
+    new_keys, (x, action, logp, value, env_action) = policy_step(policy_step.flatten(params), stats, obs, keys)
+
+    network, spec = make_network(config, env), env.action_spec
+    for seed in range(2):
+        p = jax.tree_util.tree_map(lambda a, s=seed: a[s], params)
+        s = jax.tree_util.tree_map(lambda a, i=seed: a[i], stats)
+        expect_x = nets.flatten_obs(normalize(jnp.asarray(obs[seed]), s, config.normalize_obs), env.obs_shape, "mlp")
+        pi, v = network.apply(p, expect_x)
+        expect_action = nets.sample(spec, pi, jax.random.split(keys[seed])[1])
+        close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)  # jit and vmap round apart
+        close(x[seed], np.asarray(expect_x))
+        (np.testing.assert_array_equal if spec.discrete else close)(action[seed], np.asarray(expect_action))
+        close(logp[seed], np.asarray(nets.log_prob(spec, pi, expect_action)))
+        close(value[seed], np.asarray(v))
+        close(env_action[seed], np.asarray(nets.to_env_action(spec, expect_action)))
+    assert action.dtype == np.asarray(expect_action).dtype and action.shape[:2] == (2, 3)
+    assert not np.array_equal(np.asarray(new_keys), np.asarray(keys))
