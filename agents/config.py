@@ -36,6 +36,7 @@ class PPOConfig:
     clip_value: bool = True        # PPO2-style value clipping by clip_eps (Stable-Baselines3's default is off)
     log_std_init: float = 0.0      # initial log standard deviation of the Gaussian policy (continuous actions)
     value_hidden_sizes: tuple[int, ...] | None = None  # the critic's hidden layers (None: hidden_sizes)
+    normalize_reward: bool = False  # divide rewards by a running std of the discounted return (after reward_scale)
 
     @property
     def batch_size(self) -> int:
@@ -80,8 +81,9 @@ class PPOConfig:
             raise ValueError(f"activation must be 'tanh' or 'relu', got {self.activation!r}")
         if self.network not in ("mlp", "minatar"):
             raise ValueError(f"network must be 'mlp' or 'minatar', got {self.network!r}")
-        if not isinstance(self.clip_value, bool):
-            raise ValueError(f"clip_value must be True or False, got {self.clip_value!r}")
+        for name in ("clip_value", "normalize_reward", "normalize_obs", "anneal_lr", "bootstrap_truncation"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not -20.0 <= self.log_std_init <= 5.0:
             raise ValueError(f"log_std_init must be in [-20, 5] (a standard deviation of e^-20 to e^5), "
                              f"got {self.log_std_init!r}")

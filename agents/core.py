@@ -50,6 +50,41 @@ def normalize(obs: jax.Array, stats: ObsStats, enabled: bool) -> jax.Array:
     return jnp.clip((obs - stats.mean) / jnp.sqrt(stats.var + 1e-8), -10.0, 10.0)
 
 
+class ReturnStats(NamedTuple):
+    """What reward normalisation carries: each env's discounted return so far and its running variance.
+
+    As Stable-Baselines3's ``VecNormalize`` and Gymnasium's ``NormalizeReward`` do: rewards are divided
+    by the standard deviation of the discounted return (not re-centred), which keeps value targets
+    O(1) whatever the task's reward scale, and clipped to +-10.
+    """
+
+    ret: jax.Array      # (num_envs,) discounted return of the current episodes
+    stats: ObsStats     # running mean/variance of those returns (scalar)
+
+    @classmethod
+    def create(cls, n_envs: int) -> ReturnStats:
+        return cls(jnp.zeros((n_envs,), jnp.float32), ObsStats.create(()))
+
+
+def normalize_rewards(state: ReturnStats, rewards: jax.Array, dones: jax.Array, gamma: float):
+    """Scale a ``(num_steps, num_envs)`` rollout's rewards step by step; returns ``(state, scaled)``.
+
+    At each step every env's return is ``ret * gamma + r``; the variance absorbs those returns and the
+    step's rewards are divided by its square root; an env whose episode ended restarts at 0.
+    """
+
+    def step(carry, xs):
+        ret, stats = carry
+        reward, done = xs
+        ret = ret * gamma + reward
+        stats = stats.update(ret)
+        scaled = jnp.clip(reward / jnp.sqrt(stats.var + 1e-8), -10.0, 10.0)
+        return (jnp.where(done > 0, 0.0, ret), stats), scaled
+
+    (ret, stats), scaled = jax.lax.scan(step, (state.ret, state.stats), (rewards, dones))
+    return ReturnStats(ret, stats), scaled
+
+
 class RunnerState(NamedTuple):
     params: Any
     opt_state: Any
@@ -59,6 +94,7 @@ class RunnerState(NamedTuple):
     episode_return: jax.Array   # running undiscounted return of the current episode, per env
     key: jax.Array
     update: jax.Array           # index of the next update (drives t = update / num_updates)
+    return_stats: ReturnStats   # for config.normalize_reward (carried, unused, when it is off)
 
 
 class Transition(NamedTuple):
@@ -167,6 +203,7 @@ def make_train_parts(config: PPOConfig, env: JaxEnv, drift: Drift) -> tuple[Call
             episode_return=jnp.zeros((n_envs,), jnp.float32),
             key=k_run,
             update=jnp.asarray(0, jnp.int32),
+            return_stats=ReturnStats.create(n_envs),
         )
 
     def env_step(carry, xs):
@@ -204,6 +241,10 @@ def make_train_parts(config: PPOConfig, env: JaxEnv, drift: Drift) -> tuple[Call
         (_, env_state, obs, _, ep_ret), traj = jax.lax.scan(env_step, carry, noise)
         # One batched critic pass over the whole rollout instead of n_steps tiny ones inside the loop.
         traj = traj._replace(value=network.apply(state.params, traj.obs, method=network.value))
+        return_stats = state.return_stats
+        if config.normalize_reward:
+            return_stats, scaled = normalize_rewards(return_stats, traj.reward, traj.done, config.gamma)
+            traj = traj._replace(reward=scaled)
 
         stats = state.obs_stats
         if config.normalize_obs:
@@ -216,7 +257,7 @@ def make_train_parts(config: PPOConfig, env: JaxEnv, drift: Drift) -> tuple[Call
             n_finished > 0, jnp.sum(traj.finished_return) / jnp.maximum(n_finished, 1), jnp.nan
         )
         metrics["episodes"] = n_finished
-        new_state = RunnerState(params, opt_state, env_state, obs, stats, ep_ret, key, state.update + 1)
+        new_state = RunnerState(params, opt_state, env_state, obs, stats, ep_ret, key, state.update + 1, return_stats)
         return new_state, metrics
 
     return init, update

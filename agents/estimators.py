@@ -71,6 +71,7 @@ class MirrorAgent:
         clip_value: bool | None = None,
         log_std_init: float | None = None,
         value_hidden_sizes: tuple[int, ...] | None = None,
+        normalize_reward: bool | None = None,
         n_seeds: int = 1,
         seed: int = 0,
         progress: bool = False,
@@ -100,6 +101,7 @@ class MirrorAgent:
         self.clip_value = clip_value
         self.log_std_init = log_std_init
         self.value_hidden_sizes = value_hidden_sizes
+        self.normalize_reward = normalize_reward
         self.n_seeds = n_seeds
         self.seed = seed
         self.progress = progress

@@ -22,7 +22,17 @@ from jax.flatten_util import ravel_pytree
 
 from agents import networks as nets
 from agents.config import PPOConfig
-from agents.core import ObsStats, Transition, init_opt_state, init_params, make_learner, make_network, normalize
+from agents.core import (
+    ObsStats,
+    ReturnStats,
+    Transition,
+    init_opt_state,
+    init_params,
+    make_learner,
+    make_network,
+    normalize,
+    normalize_rewards,
+)
 from agents.envs import JaxEnv
 from agents.gymnasium_env import HostEnv
 
@@ -124,6 +134,12 @@ def _compiled_for_spaces(config: PPOConfig, env: JaxEnv, drift_fn: Any, temporal
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled_reward_normalizer(gamma: float):
+    """``normalize_rewards`` vmapped over seeds: ``(states, rewards, dones)`` of shape ``(n_seeds, n_steps, n_envs)``."""
+    return jax.jit(jax.vmap(lambda state, rewards, dones: normalize_rewards(state, rewards, dones, gamma)))
+
+
 def _final_obs(next_obs: np.ndarray, info: dict, done: np.ndarray) -> np.ndarray:
     """Last observations of the episodes that ended this step (``SAME_STEP`` autoreset), else ``next_obs``."""
     final = next_obs.copy()
@@ -166,11 +182,16 @@ def fit_host(agent, env: HostEnv):
         obs, _ = vec.reset(seed=int(agent.seed))
         obs = _as_obs(obs, env, n_seeds, n_envs)
         ep_ret = np.zeros((n_seeds, n_envs), np.float32)
+        return_stats = jax.vmap(lambda _: ReturnStats.create(n_envs))(jnp.arange(n_seeds))
         act_keys = k_act
         for update in range(config.num_updates):
             rollout, obs, ep_ret, act_keys = _rollout(vec, env, config, policy_step, params, stats, obs, ep_ret,
                                                       act_keys, n_seeds, n_envs, n_steps)
             traj, raw_obs, finished, n_done = rollout
+            if config.normalize_reward:
+                # (n_seeds, n_steps, n_envs), as the jitted path's (n_steps, n_envs) per seed
+                return_stats, scaled = _compiled_reward_normalizer(float(config.gamma))(return_stats, traj.reward, traj.done)
+                traj = traj._replace(reward=scaled)
             t = jnp.asarray(update / config.num_updates, jnp.float32)
             params, opt_state, k_learn, metrics = learn(params, opt_state, k_learn, traj, obs, stats,
                                                         drift.params, t)

@@ -250,3 +250,44 @@ def test_dense_equals_flax_dense_on_both_paths(shape):
     assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x))
     params = jax.tree.map(lambda v: v + 0.1, params)
     np.testing.assert_allclose(ours.apply(params, x), reference.apply(params, x), rtol=1e-5, atol=1e-5)
+
+
+def test_reward_normalisation_matches_a_vecnormalize_style_reference():
+    """Rewards divided by the running std of the discounted return, per step, returns reset at episode
+    ends, clipped to +-10: Stable-Baselines3's VecNormalize arithmetic, written out in numpy."""
+    from agents.core import ReturnStats, normalize_rewards
+
+    rng = np.random.default_rng(0)
+    n_steps, n_envs, gamma = 50, 3, 0.98
+    rewards = rng.normal(3.0, 2.0, size=(n_steps, n_envs)).astype(np.float32)
+    dones = (rng.random((n_steps, n_envs)) < 0.1).astype(np.float32)
+
+    ret, mean, var, count = np.zeros(n_envs), 0.0, 1.0, 1e-4
+    expected = np.zeros_like(rewards, dtype=np.float64)
+    for i in range(n_steps):
+        ret = ret * gamma + rewards[i]
+        b_mean, b_var, b_count = ret.mean(), ret.var(), n_envs
+        delta, total = b_mean - mean, count + b_count
+        mean, var = mean + delta * b_count / total, (var * count + b_var * b_count + delta**2 * count * b_count / total) / total
+        count = total
+        expected[i] = np.clip(rewards[i] / np.sqrt(var + 1e-8), -10, 10)
+        ret[dones[i] > 0] = 0.0
+
+    state, scaled = jax.jit(normalize_rewards, static_argnums=3)(ReturnStats.create(n_envs), rewards, dones, gamma)
+    np.testing.assert_allclose(np.asarray(scaled), expected, rtol=2e-4)
+    np.testing.assert_allclose(np.asarray(state.ret), ret, rtol=1e-4)
+    assert float(state.stats.count) == pytest.approx(1e-4 + n_steps * n_envs)
+    assert np.abs(np.asarray(scaled)).max() < np.abs(rewards).max()  # returns of ~3/(1-0.98) shrink rewards
+
+
+def test_normalize_reward_trains_on_both_paths_and_leaves_reported_returns_raw():
+    from tests.test_envs import ReachTheTarget
+
+    agent = PPO(total_timesteps=2_048, num_envs=4, num_steps=128, normalize_reward=True, reward_scale=5.0)
+    agent.fit("CartPole-v1")
+    assert agent.config_.normalize_reward and np.isfinite(agent.history_["loss"]).all()
+    assert np.nanmax(agent.history_["episode_return"]) > 9  # CartPole's +1 per step, not the scaled reward
+    host = PPO(total_timesteps=1_024, num_envs=4, num_steps=64, normalize_reward=True).fit(ReachTheTarget())
+    assert np.isfinite(host.history_["loss"]).all() and np.nanmax(host.history_["episode_return"]) < 0
+    with pytest.raises(ValueError, match="normalize_reward must be True or False"):
+        PPO(normalize_reward="yes").fit("CartPole-v1")
