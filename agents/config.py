@@ -170,6 +170,26 @@ for _name, (_steps, _scale, _unroll, _batch, _epochs, _gamma, _ent) in _BRAX_PAP
     }
 
 
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"FIELD=VALUE"`` (a command line's ``--set``) as ``(field, value)``: Python literals
+    (``3e-4``, ``True``, ``(256, 256)``), else the text (``relu``). Unknown fields are named."""
+    import ast
+    import difflib
+
+    field, sep, text = item.partition("=")
+    field = field.strip()
+    if not sep or not field:
+        raise ValueError(f"{item!r}: expected FIELD=VALUE, e.g. normalize_reward=True")
+    if field not in PPOConfig.__dataclass_fields__:
+        close = difflib.get_close_matches(field, PPOConfig.__dataclass_fields__, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"{field!r} is not a PPOConfig field.{hint} Fields: {', '.join(PPOConfig.__dataclass_fields__)}")
+    try:
+        return field, ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return field, text.strip()
+
+
 def brax_preset(name: str, **overrides: Any) -> PPOConfig:
     """The paper's Brax PPO hyperparameters for ``name`` (e.g. ``"ant"``); other envs get Table 1's."""
     key = f"brax:{name}" if f"brax:{name}" in PRESETS else "brax"

@@ -41,10 +41,10 @@ SB3_ZOO = {
 }
 
 
-def run_ours(algo: str, env_id: str, timesteps: int, seeds: int, eval_episodes: int) -> dict:
+def run_ours(algo: str, env_id: str, timesteps: int, seeds: int, eval_episodes: int, overrides: dict | None = None) -> dict:
     from agents.estimators import DPO, PPO
 
-    kwargs = {}
+    kwargs = dict(overrides or {})
     if algo == "ppo":  # PPO's clip range is its drift's parameter, so not part of the preset
         kwargs["eps"] = SB3_ZOO[env_id]["clip_range"]
     agent = {"ppo": PPO, "dpo": DPO}[algo](total_timesteps=timesteps, n_seeds=seeds, seed=0, **kwargs)
@@ -149,11 +149,20 @@ def main(argv=None) -> dict:
     p.add_argument("--merge-sb3", nargs="+", default=[], metavar="JSON",
                    help="add the SB3 runs of these study files (other seeds, same budget) to --out, then report")
     p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                   help="config overrides for our agents (e.g. normalize_reward=True); runs are keyed with them")
     p.add_argument("--resume", action="store_true", help="keep the finished runs of --out and do the rest")
     p.add_argument("--out", default="benchmarks/results/mujoco.json")
     p.add_argument("--plot", default="docs/img/envs_mujoco.png")
     args = p.parse_args(argv)
     sb3_seeds = args.sb3_seeds or args.seeds
+    from agents.config import parse_override
+
+    try:
+        overrides = dict(parse_override(item) for item in args.set)
+    except ValueError as err:
+        p.error(f"--set: {err}")
+    suffix = f" ({', '.join(args.set)})" if args.set else ""
 
     settings = {"timesteps": args.timesteps, "seeds": args.seeds, "sb3_seeds": sb3_seeds,
                 "eval_episodes": args.eval_episodes}
@@ -176,7 +185,7 @@ def main(argv=None) -> dict:
         args.algos = []
     for env_id in args.envs:
         for algo in args.algos:
-            key = f"{env_id}/{algo}"
+            key = f"{env_id}/{algo}" + (suffix if algo != "sb3" else "")
             if key in results["runs"]:
                 continue
             print(f"{env_id} {algo} ...", flush=True)
@@ -184,7 +193,7 @@ def main(argv=None) -> dict:
                 seeds = list(range(args.sb3_first_seed, args.sb3_first_seed + sb3_seeds))
                 r = run_sb3(env_id, args.timesteps, seeds, args.eval_episodes)
             else:
-                r = run_ours(algo, env_id, args.timesteps, args.seeds, args.eval_episodes)
+                r = run_ours(algo, env_id, args.timesteps, args.seeds, args.eval_episodes, overrides)
             results["runs"][key] = r
             save_study(args.out, results)
             m, se = mean_se(r["final_returns"])

@@ -21,7 +21,8 @@ def _out_dir(path: str | None, command: str) -> Path:
 def _agent_for(drift: str, args) -> object:
     from agents.estimators import DPO, LPO, PPO, MirrorAgent
 
-    kwargs = dict(total_timesteps=args.timesteps, n_seeds=args.seeds, seed=args.seed, progress=not args.quiet)
+    kwargs = dict(args.overrides, total_timesteps=args.timesteps, n_seeds=args.seeds, seed=args.seed,
+                  progress=not args.quiet)
     classes = {"ppo": PPO, "dpo": DPO, "lpo": LPO}
     if drift.lower() in classes:
         return classes[drift.lower()](**kwargs)
@@ -65,6 +66,22 @@ def _add_training_args(p: argparse.ArgumentParser, default_steps: int) -> None:
     p.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes per seed")
     p.add_argument("--out", default=None, help="output folder (default: runs/<command>-<time>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                   help="hyperparameters over the environment's preset, e.g. --set learning_rate=1e-3 "
+                        "normalize_reward=True hidden_sizes='(128, 128)'")
+
+
+def _parse_training_args(p: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    from agents.config import parse_override
+
+    args = p.parse_args(argv)
+    try:
+        args.overrides = dict(parse_override(item) for item in args.set)
+    except ValueError as err:
+        p.error(f"--set: {err}")
+    if {"total_timesteps"} & set(args.overrides):
+        p.error("--set: use --timesteps for total_timesteps")
+    return args
 
 
 def _write_outputs(results: list[dict], out: Path, title: str) -> None:
@@ -93,7 +110,7 @@ def cmd_train(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="mirrorlearn train", description="Train an agent with one drift over several seeds.")
     p.add_argument("--drift", default="dpo", help="ppo | dpo | lpo | a drift file | an expression in r and A")
     _add_training_args(p, 500_000)
-    args = p.parse_args(argv)
+    args = _parse_training_args(p, argv)
     out = _out_dir(args.out, "train")
     results = [_train_one(args.drift, args, out)]
     _write_outputs(results, out, f"{args.drift} on {args.env}")
@@ -109,7 +126,7 @@ def cmd_compare(argv: list[str]) -> int:
     )
     p.add_argument("--drifts", nargs="+", default=["ppo", "dpo"], help="drifts to compare")
     _add_training_args(p, 500_000)
-    args = p.parse_args(argv)
+    args = _parse_training_args(p, argv)
     out = _out_dir(args.out, "compare")
     results = [_train_one(d, args, out) for d in args.drifts]
     _write_outputs(results, out, f"{' vs '.join(args.drifts)} on {args.env}")

@@ -291,3 +291,26 @@ def test_normalize_reward_trains_on_both_paths_and_leaves_reported_returns_raw()
     assert np.isfinite(host.history_["loss"]).all() and np.nanmax(host.history_["episode_return"]) < 0
     with pytest.raises(ValueError, match="normalize_reward must be True or False"):
         PPO(normalize_reward="yes").fit("CartPole-v1")
+
+
+def test_cli_train_and_compare_take_hyperparameters_with_set(tmp_path, capsys):
+    import json
+
+    from mirrorlearn.cli import cmd_compare, cmd_train
+
+    common = ["--env", "CartPole-v1", "--timesteps", "1024", "--seeds", "2", "--eval-episodes", "1", "--quiet",
+              "--set", "num_envs=4", "num_steps=128", "hidden_sizes=(16,)", "activation=relu"]
+    assert cmd_train(["--drift", "ppo", "--out", str(tmp_path / "t")] + common) == 0
+    result = json.loads((tmp_path / "t" / "results.json").read_text())[0]
+    assert (result["drift"], result["seeds"], result["timesteps"]) == ("ppo", 2, 1024)
+    assert (tmp_path / "t" / "learning_curves.png").exists()
+    agent = PPO.load(result["agent_file"])
+    assert (agent.config_.hidden_sizes, agent.config_.activation, agent.config_.num_envs) == ((16,), "relu", 4)
+    assert cmd_compare(["--drifts", "ppo", "dpo", "--out", str(tmp_path / "c")] + common) == 0
+    assert [r["drift"] for r in json.loads((tmp_path / "c" / "results.json").read_text())] == ["ppo", "dpo"]
+    capsys.readouterr()
+    for bad, message in ((["--set", "learning_rat=1e-3"], "learning_rate"), (["--set", "hidden"], "FIELD=VALUE"),
+                         (["--set", "total_timesteps=5"], "--timesteps")):
+        with pytest.raises(SystemExit):
+            cmd_train(["--out", str(tmp_path / "bad")] + bad)
+        assert message in capsys.readouterr().err
