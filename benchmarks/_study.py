@@ -40,6 +40,18 @@ def finite_or_none(values) -> list:
     return [None if not np.isfinite(v) else float(v) for v in np.asarray(values, np.float64)]
 
 
+def _binned_mean(t: np.ndarray, y: np.ndarray, bins: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Curves of thousands of noisy per-update points (one env, short rollouts) as means over ``bins``
+    equal spans of steps; short curves unchanged."""
+    if len(t) <= 2 * bins:
+        return t, y
+    edges = np.linspace(t.min(), t.max(), bins + 1)
+    index = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    filled = counts > 0
+    return (np.bincount(index, t, bins)[filled] / counts[filled], np.bincount(index, y, bins)[filled] / counts[filled])
+
+
 def plot_curves(results: dict, panels: list[str], title, path: str) -> None:
     """One panel per environment: the training-return curve of every run ``"<panel>/<label>"``."""
     import matplotlib
@@ -56,8 +68,8 @@ def plot_curves(results: dict, panels: list[str], title, path: str) -> None:
                 label = key.split("/", 1)[1]
                 y = np.array([np.nan if v is None else v for v in run["curve_return"]], np.float64)
                 keep = np.isfinite(y)  # updates in which no episode ended have no return
-                ax.plot(np.asarray(run["curve_t"])[keep], y[keep], marker=".", label=label,
-                        color=f"C{labels.index(label)}")
+                t, y = _binned_mean(np.asarray(run["curve_t"], np.float64)[keep], y[keep])
+                ax.plot(t, y, marker="." if len(t) <= 60 else None, label=label, color=f"C{labels.index(label)}")
         ax.set_title(title(panel))
         ax.set_xlabel("environment steps")
         ax.set_ylabel("training episode return")
