@@ -33,13 +33,17 @@ class PyOperonBackend:
     native_derivative = False
 
     def __init__(self, allowed_symbols: str = DEFAULT_SYMBOLS, population_size: int = 500, n_threads: int = 2,
-                 max_depth: int = 8, max_fit_points: int = 3000, optimizer_iterations: int = 5):
+                 max_depth: int = 8, max_fit_points: int = 3000, optimizer_iterations: int = 5,
+                 generations: int | None = None):
         self.allowed_symbols = allowed_symbols
         self.population_size = int(population_size)
         self.n_threads = int(n_threads)
         self.max_depth = int(max_depth)
         self.max_fit_points = int(max_fit_points)
         self.optimizer_iterations = int(optimizer_iterations)  # Levenberg-Marquardt steps on constants
+        # A generation limit makes a seeded search reproducible (with n_threads=1): the time budget alone
+        # stops it wherever the machine's speed has got it, so a loaded machine returns another front.
+        self.generations = None if generations is None else int(generations)
 
     def fit(self, task: FitTask) -> list[sp.Expr]:
         from pyoperon.sklearn import SymbolicRegressor
@@ -54,7 +58,7 @@ class PyOperonBackend:
             max_length=int(task.max_length),
             max_depth=self.max_depth,
             max_time=max(1, int(round(task.time_budget))),
-            generations=10**6,
+            generations=self.generations or 10**6,
             max_evaluations=10**9,
             population_size=self.population_size,
             objectives=["r2", "length"],
