@@ -87,10 +87,10 @@ class PPOConfig:
         if not -20.0 <= self.log_std_init <= 5.0:
             raise ValueError(f"log_std_init must be in [-20, 5] (a standard deviation of e^-20 to e^5), "
                              f"got {self.log_std_init!r}")
-        for name in ("hidden_sizes", "value_hidden_sizes"):
-            sizes = getattr(self, name)
-            if sizes is None and name == "value_hidden_sizes":
-                continue
+        layer_sizes = {"hidden_sizes": self.hidden_sizes}
+        if self.value_hidden_sizes is not None:  # None: the critic takes hidden_sizes
+            layer_sizes["value_hidden_sizes"] = self.value_hidden_sizes
+        for name, sizes in layer_sizes.items():
             if not sizes or any(int(h) <= 0 for h in sizes):
                 raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {sizes!r}")
         return self

@@ -79,7 +79,7 @@ def _parse_training_args(p: argparse.ArgumentParser, argv: list[str]) -> argpars
         args.overrides = dict(parse_override(item) for item in args.set)
     except ValueError as err:
         p.error(f"--set: {err}")
-    if {"total_timesteps"} & set(args.overrides):
+    if "total_timesteps" in args.overrides:
         p.error("--set: use --timesteps for total_timesteps")
     return args
 
