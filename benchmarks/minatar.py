@@ -81,14 +81,18 @@ def main(argv=None) -> dict:
             m, se = mean_se(r["final_returns"])
             print(f"{game:22s} {label}: {m:7.2f} +- {se:5.2f}   ({r['wall_s']:.0f} s)", flush=True)
 
+    # The verdict compares the first drift with the last; a one-drift run (one side of a study split
+    # over processes or machines) has nothing to compare, so it gets none.
     first, second = labels[0], labels[-1]
+    compare = len(labels) > 1
     print(f"\n{'game':22s} " + " ".join(f"{lab + ' (mean +- s.e.)':>22s}" for lab in labels)
-          + f"  {second} >= {first}?")
+          + (f"  {second} >= {first}?" if compare else ""))
     for game in args.games:
         runs = [results["runs"][f"{game}/{lab}"]["final_returns"] for lab in labels]
         cells = " ".join(f"{m:14.2f} +- {s:5.2f}" for m, s in map(mean_se, runs))
-        results["runs"][f"{game}/verdict"] = verdict(runs[0], runs[-1])
-        print(f"{game:22s} {cells}  {results['runs'][f'{game}/verdict']}")
+        if compare:
+            results["runs"][f"{game}/verdict"] = verdict(runs[0], runs[-1])
+        print(f"{game:22s} {cells}" + (f"  {results['runs'][f'{game}/verdict']}" if compare else ""))
     save_study(args.out, results)
     plot_curves(results, args.games, lambda game: f"{game} ({args.seeds} seeds)", args.plot)
     print(f"wrote {args.out} and {args.plot}")
