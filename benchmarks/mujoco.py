@@ -151,11 +151,18 @@ def main(argv=None) -> dict:
     p.add_argument("--eval-episodes", type=int, default=5)
     p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
                    help="config overrides for our agents (e.g. normalize_reward=True); runs are keyed with them")
+    p.add_argument("--cpu-threads", type=int, default=1,
+                   help="XLA:CPU threads per computation for our agents (agents.runtime.set_cpu_threads; "
+                        "0: JAX's default, one per core). One is faster here, and SB3 also runs one torch thread")
     p.add_argument("--resume", action="store_true", help="keep the finished runs of --out and do the rest")
     p.add_argument("--out", default="benchmarks/results/mujoco.json")
     p.add_argument("--plot", default="docs/img/envs_mujoco.png")
     args = p.parse_args(argv)
     sb3_seeds = args.sb3_seeds or args.seeds
+    if args.cpu_threads:
+        from agents.runtime import set_cpu_threads
+
+        set_cpu_threads(args.cpu_threads)
     from agents.config import parse_override
 
     try:

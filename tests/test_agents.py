@@ -310,7 +310,12 @@ def test_cli_train_and_compare_take_hyperparameters_with_set(tmp_path, capsys):
     assert [r["drift"] for r in json.loads((tmp_path / "c" / "results.json").read_text())] == ["ppo", "dpo"]
     capsys.readouterr()
     for bad, message in ((["--set", "learning_rat=1e-3"], "learning_rate"), (["--set", "hidden"], "FIELD=VALUE"),
-                         (["--set", "total_timesteps=5"], "--timesteps")):
+                         (["--set", "total_timesteps=5"], "--timesteps"), (["--cpu-threads", "0"], "positive")):
         with pytest.raises(SystemExit):
             cmd_train(["--out", str(tmp_path / "bad")] + bad)
         assert message in capsys.readouterr().err
+    # In a process whose JAX backend runs already, the thread count cannot change: the CLI says so.
+    from mirrorlearn.cli import main
+
+    assert main(["train", "--cpu-threads", "1", "--out", str(tmp_path / "late")]) == 1
+    assert "set_cpu_threads(...) first" in capsys.readouterr().err
