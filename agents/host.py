@@ -1,8 +1,10 @@
 """Training and evaluating on host-stepped Gymnasium environments.
 
-The rollout steps a Gymnasium vector env on the host, one jitted policy call per step for every
-sub-environment of every seed; the update is ``agents.core.make_learner``'s jitted ``learn``, the
-same function the fully jitted JAX path calls inside its scan. Seeds train together: one vector env
+The rollout steps a Gymnasium vector env on the host, one policy evaluation per step for every
+sub-environment of every seed: in numpy for MLP torsos (:class:`NumpyPolicy`, with the rollout's noise
+drawn by JAX and the log-probabilities and values computed by one batched JAX pass afterwards), else
+one jitted call per step. The update is ``agents.core.make_learner``'s jitted ``learn``, the same
+function the fully jitted JAX path calls inside its scan. Seeds train together: one vector env
 holds ``n_seeds x num_envs`` sub-environments and the policy and the update are vmapped over seeds.
 
 Episode boundaries follow Gymnasium 1.x ``SAME_STEP`` autoreset (see ``agents.gymnasium_env``): a
@@ -79,6 +81,86 @@ class PolicyStep(NamedTuple):
         lead = packed.shape[:2]
         return key, tuple(packed[..., a:b].reshape(lead + shape).astype(dtype, copy=False)
                           for _, a, b, shape, dtype in self.fields)
+
+
+_NUMPY_ACTIVATIONS = {"tanh": np.tanh, "relu": lambda h: np.maximum(h, 0.0)}
+
+
+def numpy_rollout_supported(config: PPOConfig) -> bool:
+    """Whether :class:`NumpyPolicy` can act for this configuration (MLP torsos with its activations)."""
+    return config.network == "mlp" and config.activation in _NUMPY_ACTIVATIONS
+
+
+class NumpyPolicy:
+    """The rollout's action sampling in numpy, for MLP torsos: one update's actor weights, fetched once.
+
+    Why: the rollout asks for actions once per environment step, and a jitted call costs ~115 µs on
+    this CPU whatever the network (HalfCheetah's 256x256 policy included), while numpy computes that
+    policy for one observation in ~18 µs. Only the *sampling* happens here, from noise JAX drew for the
+    whole rollout (:func:`agents.networks.sample_noise`, one call per update); the observations the
+    learner sees, the log-probabilities and the values of the actions taken come from one batched JAX
+    pass after the rollout (:func:`_compiled_scorer`), so the update's ratio starts at exactly 1
+    (per-row rounding aside), as on the jitted path.
+    """
+
+    def __init__(self, config: PPOConfig, spec, params, stats: ObsStats):
+        tree = jax.device_get(params)["params"]  # seed-stacked: leading axis n_seeds
+        actor = tree["actor"]
+        self.layers = [(np.asarray(actor[f"Dense_{i}"]["kernel"]), np.asarray(actor[f"Dense_{i}"]["bias"])[:, None])
+                       for i in range(len(config.hidden_sizes))]
+        self.head = (np.asarray(tree["actor_head"]["kernel"]), np.asarray(tree["actor_head"]["bias"])[:, None])
+        self.std = None if spec.discrete else np.exp(np.asarray(tree["log_std"]))[:, None]  # (n_seeds, 1, dim)
+        self.act = _NUMPY_ACTIVATIONS[config.activation]
+        self.spec = spec
+        self.normalize_obs = config.normalize_obs
+        if config.normalize_obs:
+            mean, var = jax.device_get((stats.mean, stats.var))
+            n_seeds = mean.shape[0]
+            self.mean = np.asarray(mean, np.float32).reshape(n_seeds, 1, -1)
+            self.scale = (1.0 / np.sqrt(np.asarray(var, np.float32) + np.float32(1e-8))).reshape(n_seeds, 1, -1)
+        if not spec.discrete:
+            self.low = np.asarray(spec.low, np.float32).reshape(-1)
+            self.high = np.asarray(spec.high, np.float32).reshape(-1)
+
+    def __call__(self, obs: np.ndarray, noise: np.ndarray):
+        """``obs`` ``(n_seeds, n_envs, *obs_shape)``, ``noise`` one step's ``(n_seeds, n_envs, k)``:
+        ``(action, env_action)``, the sample as the learner stores it and what the env receives."""
+        h = obs.reshape(obs.shape[0], obs.shape[1], -1).astype(np.float32, copy=False)
+        if self.normalize_obs:
+            h = np.clip((h - self.mean) * self.scale, -10.0, 10.0)
+        for kernel, bias in self.layers:
+            h = self.act(h @ kernel + bias)
+        out = h @ self.head[0] + self.head[1]
+        if self.spec.discrete:
+            action = np.argmax(out + noise, axis=-1).astype(np.int32)
+            return action, action
+        action = (out + self.std * noise).astype(np.float32, copy=False)
+        env_action = np.clip(action, self.low, self.high).reshape(action.shape[:2] + tuple(self.spec.shape))
+        return action, env_action
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_scorer(config: PPOConfig, env: JaxEnv):
+    """Jitted, seed-vmapped ``noise(keys, n_steps, n_envs)`` and ``score(params, stats, raw_obs, actions)``.
+
+    ``score`` maps a rollout's raw observations ``(n_seeds, n_steps, n_envs, *obs_shape)`` and actions
+    to what the learner needs: the prepared observations, the actions' log-probabilities and the
+    values, in one batched pass (the counterpart of the jitted path's post-rollout critic pass).
+    """
+    network = make_network(config, env)
+    spec = env.action_spec
+
+    def score(params, stats, raw_obs, actions):
+        x = nets.flatten_obs(normalize(raw_obs, stats, config.normalize_obs), env.obs_shape, config.network)
+        pi, value = network.apply(params, x)
+        return x, nets.log_prob(spec, pi, actions), value
+
+    def noise(key, n_steps: int, n_envs: int):
+        key, k_noise = jax.random.split(key)
+        return key, nets.sample_noise(spec, k_noise, (n_steps, n_envs))
+
+    return (jax.jit(jax.vmap(noise, in_axes=(0, None, None)), static_argnums=(1, 2)),
+            jax.jit(jax.vmap(score)))
 
 
 @functools.lru_cache(maxsize=32)
@@ -162,6 +244,7 @@ def fit_host(agent, env: HostEnv):
         verify_drift(drift)
     n_seeds, n_envs, n_steps = int(agent.n_seeds), config.num_envs, config.num_steps
     init, policy_step, learn, update_stats = _compiled_parts(config, env, drift.fn, drift.temporal)
+    use_numpy = numpy_rollout_supported(config)
 
     key = jax.random.PRNGKey(int(agent.seed))
     keys = jax.random.split(key, n_seeds)
@@ -185,8 +268,9 @@ def fit_host(agent, env: HostEnv):
         return_stats = jax.vmap(lambda _: ReturnStats.create(n_envs))(jnp.arange(n_seeds))
         act_keys = k_act
         for update in range(config.num_updates):
-            rollout, obs, ep_ret, act_keys = _rollout(vec, env, config, policy_step, params, stats, obs, ep_ret,
-                                                      act_keys, n_seeds, n_envs, n_steps)
+            roll = _rollout_numpy if use_numpy else _rollout
+            rollout, obs, ep_ret, act_keys = roll(vec, env, config, policy_step, params, stats, obs, ep_ret,
+                                                  act_keys, n_seeds, n_envs, n_steps)
             traj, raw_obs, finished, n_done = rollout
             if config.normalize_reward:
                 # (n_seeds, n_steps, n_envs), as the jitted path's (n_steps, n_envs) per seed
@@ -219,18 +303,52 @@ def _as_obs(obs, env: HostEnv, n_seeds: int, n_envs: int) -> np.ndarray:
     return np.asarray(obs, np.float32).reshape((n_seeds, n_envs) + tuple(env.obs_shape))
 
 
-def _rollout(vec, env, config, policy_step, params, stats, obs, ep_ret, act_keys, n_seeds, n_envs, n_steps):
-    """Step the vector env ``num_steps`` times; returns a seed-major :class:`Transition` and bookkeeping."""
+def _rollout_numpy(vec, env, config, policy_step, params, stats, obs, ep_ret, act_keys, n_seeds, n_envs, n_steps):
+    """:func:`_rollout` with :class:`NumpyPolicy` choosing the actions and one batched JAX pass scoring them."""
+    del policy_step
+    noise_fn, score = _compiled_scorer(config, spaces_only(env))
+    act_keys, noise = noise_fn(act_keys, n_steps, n_envs)
+    noise = np.asarray(noise)  # (n_seeds, n_steps, n_envs, k)
+    policy = NumpyPolicy(config, env.action_spec, params, stats)
+    actions = []
+
+    def act(obs, step):
+        action, env_action = policy(obs, noise[:, step])
+        actions.append(action)
+        return env_action
+
+    raws, rewards, dones, truncs, finals, finished, n_done, obs, ep_ret = _step_env(
+        vec, env, config, act, obs, ep_ret, n_seeds, n_envs, n_steps)
+    raw_obs = _stack(raws, np.float32)
+    x, logp, value = score(params, stats, raw_obs, _stack(actions))
+    traj = Transition(
+        obs=x, action=_stack(actions), log_prob=logp, value=value, reward=_stack(rewards, np.float32),
+        done=_stack(dones, np.float32), truncated=_stack(truncs, np.float32), final_obs=_stack(finals, np.float32),
+        finished_return=np.zeros((n_seeds, n_steps, n_envs), np.float32),
+    )
+    return (traj, raw_obs, finished, n_done), obs, ep_ret, act_keys
+
+
+def _stack(items, dtype=None):
+    """``n_steps`` x ``(n_seeds, n_envs, ...)`` -> ``(n_seeds, n_steps, n_envs, ...)``."""
+    return np.stack([np.asarray(a, dtype) for a in items], axis=1)
+
+
+def _step_env(vec, env, config, act, obs, ep_ret, n_seeds, n_envs, n_steps):
+    """Step the vector env ``n_steps`` times with ``act(obs, step) -> env actions (n_seeds, n_envs, ...)``.
+
+    Returns the per-step raw observations, scaled rewards, dones, truncations and final observations
+    (lists of ``(n_seeds, n_envs, ...)``), each seed's finished-episode return sum and count, and the
+    last observations and running episode returns.
+    """
     batch = (n_seeds, n_envs)
     flat_shape = (n_seeds * n_envs,) + tuple(env.obs_shape)
-    outs, rewards, dones, truncs, finals, raws = [], [], [], [], [], []
+    rewards, dones, truncs, finals, raws = [], [], [], [], []
     finished = np.zeros(n_seeds, np.float64)
     n_done = np.zeros(n_seeds, np.int64)
-    params_flat = policy_step.flatten(params)
-    for _ in range(n_steps):
-        act_keys, out = policy_step(params_flat, stats, obs, act_keys)
-        env_action = out[4].reshape((n_seeds * n_envs,) + out[4].shape[2:])
-        next_obs, reward, terminated, truncated, info = vec.step(env_action)
+    for step in range(n_steps):
+        env_action = act(obs, step)
+        next_obs, reward, terminated, truncated, info = vec.step(env_action.reshape((n_seeds * n_envs,) + env_action.shape[2:]))
         terminated = np.asarray(terminated, bool)
         truncated = np.logical_and(np.asarray(truncated, bool), ~terminated)
         done = terminated | truncated
@@ -242,20 +360,32 @@ def _rollout(vec, env, config, policy_step, params, stats, obs, ep_ret, act_keys
         finished += np.where(done, ep_ret, 0.0).sum(axis=1)
         n_done += done.sum(axis=1)
         ep_ret = np.where(done, 0.0, ep_ret).astype(np.float32)
-        outs.append(out[:4]), rewards.append(reward * config.reward_scale), dones.append(done)
+        rewards.append(reward * config.reward_scale), dones.append(done)
         truncs.append(truncated), finals.append(final), raws.append(obs)
         obs = next_flat.reshape(batch + tuple(env.obs_shape))
+    return raws, rewards, dones, truncs, finals, finished, n_done, obs, ep_ret
 
-    def stack(items, dtype=None):  # n_steps x (n_seeds, n_envs, ...) -> (n_seeds, n_steps, n_envs, ...)
-        return np.stack([np.asarray(a, dtype) for a in items], axis=1)
 
-    x, action, logp, value = (stack([o[i] for o in outs]) for i in range(4))
+def _rollout(vec, env, config, policy_step, params, stats, obs, ep_ret, act_keys, n_seeds, n_envs, n_steps):
+    """Step the vector env ``num_steps`` times with the jitted policy (any torso); returns a seed-major
+    :class:`Transition` and bookkeeping."""
+    params_flat = policy_step.flatten(params)
+    outs, keys = [], [act_keys]
+
+    def act(obs, step):
+        keys[0], out = policy_step(params_flat, stats, obs, keys[0])
+        outs.append(out[:4])
+        return out[4]
+
+    raws, rewards, dones, truncs, finals, finished, n_done, obs, ep_ret = _step_env(
+        vec, env, config, act, obs, ep_ret, n_seeds, n_envs, n_steps)
+    x, action, logp, value = (_stack([o[i] for o in outs]) for i in range(4))
     traj = Transition(
-        obs=x, action=action, log_prob=logp, value=value, reward=stack(rewards, np.float32),
-        done=stack(dones, np.float32), truncated=stack(truncs, np.float32), final_obs=stack(finals, np.float32),
+        obs=x, action=action, log_prob=logp, value=value, reward=_stack(rewards, np.float32),
+        done=_stack(dones, np.float32), truncated=_stack(truncs, np.float32), final_obs=_stack(finals, np.float32),
         finished_return=np.zeros((n_seeds, n_steps, n_envs), np.float32),
     )
-    return (traj, stack(raws), finished, n_done), obs, ep_ret, act_keys
+    return (traj, _stack(raws), finished, n_done), obs, ep_ret, keys[0]
 
 
 def evaluate_host(agent, env: HostEnv, n_episodes: int, seed: int) -> np.ndarray:

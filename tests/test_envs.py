@@ -426,3 +426,65 @@ def test_host_policy_step_unpacks_what_the_network_computes(env_cls):
         close(env_action[seed], np.asarray(nets.to_env_action(spec, expect_action)))
     assert action.dtype == np.asarray(expect_action).dtype and action.shape[:2] == (2, 3)
     assert not np.array_equal(np.asarray(new_keys), np.asarray(keys))
+
+
+@pytest.mark.parametrize("env_cls", [PickTheLargest, ReachTheTarget])
+def test_numpy_rollout_policy_samples_what_the_network_would(env_cls):
+    """The host rollout's numpy actor (MLP torsos) must draw the sample the JAX network draws from the
+    same noise, and the batched scoring pass must give the learner the network's log-probs and values."""
+    import functools
+
+    import jax.numpy as jnp
+
+    from agents import host
+    from agents import networks as nets
+    from agents.core import ObsStats, make_network, normalize
+
+    agent = PPO(total_timesteps=256, num_envs=3, num_steps=8, num_minibatches=2, activation="relu",
+                normalize_obs=True)
+    env = make_env(env_cls())
+    config = host.host_config(agent, env)
+    assert host.numpy_rollout_supported(config) and not host.numpy_rollout_supported(config.replace(network="minatar"))
+    drift = agent.make_drift()
+    init, _, _, _ = host._compiled_parts(config, env, drift.fn, drift.temporal)
+    keys = jax.random.split(jax.random.PRNGKey(3), 2)
+    params, _ = init(keys)
+    rng = np.random.default_rng(0)
+    dim = int(np.prod(env.obs_shape))
+    stats = ObsStats(mean=jnp.asarray(rng.normal(size=(2, dim)), jnp.float32),
+                     var=jnp.asarray(rng.uniform(0.5, 2.0, size=(2, dim)), jnp.float32), count=jnp.full((2,), 10.0))
+    obs = rng.normal(size=(2, 4, 3) + tuple(env.obs_shape)).astype(np.float32)  # (seeds, steps, envs, ...)
+    noise_fn, score = host._compiled_scorer(config, host.spaces_only(env))
+    new_keys, noise = noise_fn(keys, 4, 3)
+    noise = np.asarray(noise)
+    assert noise.shape[:3] == (2, 4, 3) and not np.array_equal(np.asarray(new_keys), np.asarray(keys))
+    policy = host.NumpyPolicy(config, env.action_spec, params, stats)
+    steps = [policy(obs[:, t], noise[:, t]) for t in range(4)]
+    action = np.stack([a for a, _ in steps], axis=1)
+    env_action = np.stack([e for _, e in steps], axis=1)
+    x, logp, value = score(params, stats, obs, action)
+
+    network, spec = make_network(config, env), env.action_spec
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-5)  # numpy and XLA round apart
+    for seed in range(2):
+        p = jax.tree_util.tree_map(lambda a, s=seed: a[s], params)
+        s = jax.tree_util.tree_map(lambda a, i=seed: a[i], stats)
+        expect_x = nets.flatten_obs(normalize(jnp.asarray(obs[seed]), s, True), env.obs_shape, "mlp")
+        pi, v = network.apply(p, expect_x)
+        expect_action = nets.sample_from_noise(spec, pi, jnp.asarray(noise[seed]))
+        (np.testing.assert_array_equal if spec.discrete else close)(action[seed], np.asarray(expect_action))
+        close(env_action[seed], np.asarray(nets.to_env_action(spec, expect_action)))
+        close(x[seed], np.asarray(expect_x))
+        close(logp[seed], np.asarray(nets.log_prob(spec, pi, jnp.asarray(action[seed]))))
+        close(value[seed], np.asarray(v))
+    assert action.dtype == (np.int32 if spec.discrete else np.float32)
+
+
+def test_host_rollout_falls_back_to_the_jitted_policy(monkeypatch):
+    """Torsos numpy does not mirror step with the jitted policy; both rollouts train the same way."""
+    from agents import host
+
+    monkeypatch.setattr(host, "numpy_rollout_supported", lambda config: False)
+    agent = PPO(total_timesteps=2_048, num_envs=4, num_steps=64, seed=1, check_drift=False).fit(PickTheLargest())
+    assert np.isfinite(agent.history_["loss"]).all() and agent.history_["loss"].shape == (1, 8)
+    assert np.isfinite(agent.history_["approx_kl"]).all()
