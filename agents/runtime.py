@@ -5,11 +5,11 @@ counted from the CPU affinity of the thread that starts the backend. For this pr
 networks, spreading one computation over two cores costs more in hand-offs than it gains: on the
 2-core CPU here, HalfCheetah's learner update (160 minibatch steps of a 256x256 actor-critic) takes
 ~120-130 ms with a one-thread pool against ~200-280 ms with the default two (3 runs each, median of
-15 updates), and one CartPole seed trains at 184k instead of 162k steps/s. Compilation, which the
-pool also parallelises, gets slower (5.4 -> 9.5 s for CartPole's training scan), and seeds sharded
-over several host devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``) share the pool,
-so 8 seeds on 2 devices need two threads (410k steps/s, against 215k with one). So a one-thread pool
-pays for long single-device runs (host-stepped Gymnasium training), not for short or sharded ones.
+15 updates), and one CartPole seed trains at 184k instead of 162k steps/s
+(``benchmarks/cpu_threads.py``). Seeds sharded over several host devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=N``) share the pool, so 8 seeds on 2 devices need
+two threads (410k steps/s, against 215k with one). So a one-thread pool pays for single-device runs
+(host-stepped Gymnasium training above all), not for sharded ones.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def _add_training_args(p: argparse.ArgumentParser, default_steps: int) -> None:
     p.add_argument("--cpu-threads", type=int, default=None, metavar="N",
                    help="XLA:CPU threads per computation (default: one per core). 1 trains a single seed "
                         "faster on a few cores, e.g. Gymnasium MuJoCo tasks (1.6x for HalfCheetah's update "
-                        "here), but compiles slower and runs seeds sharded over cores one at a time")
+                        "here), but seeds sharded over the cores then share that one thread (half speed)")
 
 
 def _parse_training_args(p: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
