@@ -319,19 +319,25 @@ def _rollout_numpy(vec, env, config, policy_step, params, stats, obs, ep_ret, ac
 
     raws, rewards, dones, truncs, finals, finished, n_done, obs, ep_ret = _step_env(
         vec, env, config, act, obs, ep_ret, n_seeds, n_envs, n_steps)
-    raw_obs = _stack(raws, np.float32)
-    x, logp, value = score(params, stats, raw_obs, _stack(actions))
-    traj = Transition(
-        obs=x, action=_stack(actions), log_prob=logp, value=value, reward=_stack(rewards, np.float32),
-        done=_stack(dones, np.float32), truncated=_stack(truncs, np.float32), final_obs=_stack(finals, np.float32),
-        finished_return=np.zeros((n_seeds, n_steps, n_envs), np.float32),
-    )
+    raw_obs, action = _stack(raws, np.float32), _stack(actions)
+    x, logp, value = score(params, stats, raw_obs, action)
+    traj = _transition(x, action, logp, value, rewards, dones, truncs, finals)
     return (traj, raw_obs, finished, n_done), obs, ep_ret, act_keys
 
 
 def _stack(items, dtype=None):
     """``n_steps`` x ``(n_seeds, n_envs, ...)`` -> ``(n_seeds, n_steps, n_envs, ...)``."""
     return np.stack([np.asarray(a, dtype) for a in items], axis=1)
+
+
+def _transition(x, action, logp, value, rewards, dones, truncs, finals) -> Transition:
+    """A seed-major :class:`Transition` from the scored arrays and :func:`_step_env`'s per-step lists."""
+    reward = _stack(rewards, np.float32)
+    return Transition(
+        obs=x, action=action, log_prob=logp, value=value, reward=reward, done=_stack(dones, np.float32),
+        truncated=_stack(truncs, np.float32), final_obs=_stack(finals, np.float32),
+        finished_return=np.zeros_like(reward),
+    )
 
 
 def _step_env(vec, env, config, act, obs, ep_ret, n_seeds, n_envs, n_steps):
@@ -380,11 +386,7 @@ def _rollout(vec, env, config, policy_step, params, stats, obs, ep_ret, act_keys
     raws, rewards, dones, truncs, finals, finished, n_done, obs, ep_ret = _step_env(
         vec, env, config, act, obs, ep_ret, n_seeds, n_envs, n_steps)
     x, action, logp, value = (_stack([o[i] for o in outs]) for i in range(4))
-    traj = Transition(
-        obs=x, action=action, log_prob=logp, value=value, reward=_stack(rewards, np.float32),
-        done=_stack(dones, np.float32), truncated=_stack(truncs, np.float32), final_obs=_stack(finals, np.float32),
-        finished_return=np.zeros((n_seeds, n_steps, n_envs), np.float32),
-    )
+    traj = _transition(x, action, logp, value, rewards, dones, truncs, finals)
     return (traj, _stack(raws), finished, n_done), obs, ep_ret, keys[0]
 
 
