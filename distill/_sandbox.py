@@ -9,6 +9,7 @@ process turns that into a clean "gave up" instead of a killed session. Jobs exch
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import warnings
 from collections.abc import Callable
 
@@ -16,11 +17,34 @@ DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MEMORY_BYTES = 3 * 2**30
 
 
+def _address_space_bytes() -> int:
+    """This process's virtual size (Linux ``/proc``); 0 where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _limit_new_memory(memory: int) -> None:
+    """Let this (forked) process map at most ``memory`` more bytes than it inherited.
+
+    The limit counts address space, and a child forked from a process that has run JAX inherits
+    gigabytes of it (reserved arenas, compiled code): an absolute 3 GiB cap made every sympy job that
+    needed a fresh mapping fail with MemoryError there, and the caller silently lost its candidates.
+    """
+    import resource
+
+    limit = _address_space_bytes() + memory
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
 def _child(job: Callable, text: str, memory: int, conn) -> None:
     try:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        _limit_new_memory(memory)
         conn.send(("ok", job(text)))
     except BaseException as err:  # noqa: BLE001 - report whatever stopped the job
         conn.send(("error", f"{type(err).__name__}: {err}"))
@@ -56,7 +80,7 @@ class SandboxJob:
 
 def start_sandboxed(job: Callable[[str], object], text: str, timeout: float = DEFAULT_TIMEOUT_S,
                     memory: int = DEFAULT_MEMORY_BYTES) -> SandboxJob:
-    """Start ``job(text)`` in a forked child limited to ``memory`` bytes; collect with ``.result()``."""
+    """Start ``job(text)`` in a forked child that may map ``memory`` more bytes; collect with ``.result()``."""
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(job, text, memory, child), daemon=True)

@@ -6,6 +6,8 @@ minute on two shared cores; benchmarks/distill.py runs the full-budget measureme
 
 import json
 import math
+import mmap
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -63,9 +65,10 @@ def test_pyoperon_derivative_target_is_integrated_into_a_valid_drift():
     pytest.importorskip("pyoperon")
     res = distill(CLOSED_FORMS["square"], backend="pyoperon", target="derivative", time_budget=60,
                   n_samples=2000, max_front=2, backend_options=REPRODUCIBLE_OPERON)
-    # What this pins is the integration into a valid drift; the fit's quality varies with the search
-    # (fresh-clone full-suite runs gave R^2 0.78 and 0.97 where a lone run gives 1.0), so only a floor.
-    assert res.best is not None and res.best.valid and res.best.fidelity >= 0.7, res.summary()
+    # Full-suite runs once gave R^2 0.69-0.97 where a lone run gives 1.0: the sandbox that integrates
+    # each slope capped the child's whole address space at 3 GiB, so after the suite's JAX work had
+    # mapped more, integrations failed and the best slopes were dropped (pinned by the sandbox test).
+    assert res.best is not None and res.best.valid and res.best.fidelity >= 0.99, res.summary()
 
 
 def test_every_front_candidate_is_checked(ppo_result):
@@ -145,6 +148,25 @@ def test_record_training_pairs_are_the_ratios_training_sees():
     np.testing.assert_array_equal(r, again[0])
     with pytest.raises(ValueError, match="n_pairs"):
         record_training_pairs("ppo", "CartPole-v1", n_pairs=5)
+
+
+def _allocate(text: str) -> int:
+    return len(bytearray(int(text)))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the address-space limit is read from /proc")
+def test_sandbox_limits_new_memory_not_what_the_parent_already_mapped():
+    # A process that has run JAX maps gigabytes of address space; the child inherits it. The limit is
+    # on what the job adds: 64 MiB fits in 256 MiB after a 4 GiB inherited reservation, 512 MiB does not.
+    from distill._sandbox import run_sandboxed
+
+    reserved = mmap.mmap(-1, 4 * 2**30)  # address space only: never touched, so no memory is used
+    try:
+        assert run_sandboxed(_allocate, str(64 * 2**20), memory=256 * 2**20) == ("ok", 64 * 2**20)
+        status, reason = run_sandboxed(_allocate, str(512 * 2**20), memory=256 * 2**20)
+        assert status == "error" and "MemoryError" in reason
+    finally:
+        reserved.close()
 
 
 def test_safe_parser_rejects_code():
