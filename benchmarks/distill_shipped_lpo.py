@@ -11,7 +11,8 @@ Two sampling designs, each ``distill(get_drift("lpo"), backend="auto", time_budg
   Breakout-MinAtar (65,536 steps, 1 seed): one closed form for both the CartPole and the MinAtar
   comparison (``benchmarks/minatar.py --drifts lpo distilled=benchmarks/results/lpo_distilled_pooled.drift``).
 
-``--designs`` picks which to (re)do; the others' rows already in the JSON file are kept.
+``--designs`` picks which to (re)do; the others' rows already in the JSON file are kept. ``--tag _x``
+writes them as ``<design>_x`` (rows and drift files), leaving the earlier ones in place.
 
 Training: CartPole-v1 at the LPO's meta-training budget (16,384 steps) and at 4x, 8 seeds each, 16
 deterministic evaluation episodes per seed; mean and standard error over seeds. Prints a table,
@@ -63,6 +64,8 @@ def main(argv=None) -> None:
     all_designs = {"default": None, "recorded": lambda: cartpole(4000), "pooled": pooled}
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--designs", nargs="+", default=list(all_designs), choices=list(all_designs))
+    p.add_argument("--tag", default="", help="suffix for the designs' names and drift files, so that a re-run "
+                   "keeps the files earlier studies used (e.g. --tag _s6 writes lpo_distilled_pooled_s6.drift)")
     args = p.parse_args(argv)
     out = RESULTS / "distill_shipped_lpo.json"
     rows: dict = json.loads(out.read_text()) if out.exists() else {}
@@ -71,7 +74,7 @@ def main(argv=None) -> None:
     for steps in BUDGETS:
         if str(steps) not in rows["source"]:
             rows["source"][str(steps)] = returns(source, steps)
-    designs = {d: all_designs[d] for d in args.designs}
+    designs = {d + args.tag: all_designs[d] for d in args.designs}
     for design, make_pairs in designs.items():
         start = time.perf_counter()
         pairs = None if make_pairs is None else make_pairs()
