@@ -36,9 +36,9 @@ def _limit_new_memory(memory: int) -> None:
     import resource
 
     limit = _address_space_bytes() + memory
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:  # never loosen a limit the user set
+        limit = min(limit, soft)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
