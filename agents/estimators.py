@@ -430,7 +430,10 @@ def _compiled_train(config: PPOConfig, env: JaxEnv, drift_fn: Any, temporal: boo
             if progress:
                 jax.lax.cond(
                     (i % every == 0) | (i == config.num_updates - 1),
-                    lambda: jax.debug.callback(_progress_callback, i, metrics["episode_return"]),
+                    # The mean over seeds, not the per-seed values: with seeds sharded over devices,
+                    # handing the sharded vector to a host callback made XLA warn of a full
+                    # rematerialisation at every fit; the reduced scalar is replicated.
+                    lambda: jax.debug.callback(_progress_callback, i, jnp.nanmean(metrics["episode_return"])),
                     lambda: None,
                 )
             return state, metrics

@@ -11,7 +11,8 @@ class ProgressBar:
     """tqdm bar over environment steps showing mean episode return and steps per second.
 
     ``__call__`` is what ``jax.debug.callback`` invokes with the update index and that update's
-    metrics (leading seed axis); it runs on the host while the compiled scan continues.
+    mean episode return (a scalar, or per-seed values); it runs on the host while the compiled scan
+    continues.
     """
 
     def __init__(self, total_timesteps: int, steps_per_update: int, desc: str = "training"):

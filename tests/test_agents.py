@@ -212,11 +212,20 @@ def test_seeds_are_sharded_over_host_devices(tmp_path):
         same = all(np.array_equal(np.asarray(x), np.asarray(y))
                    for x, y in zip(jax.tree_util.tree_leaves(a.params_), jax.tree_util.tree_leaves(b.params_)))
         print("deterministic", same, "action", int(a.predict(np.zeros(4, np.float32))))
+        import agents.progress as progress
+        calls, record = [], progress.ProgressBar.__call__
+        progress.ProgressBar.__call__ = lambda self, i, ret: (calls.append(np.shape(ret)), record(self, i, ret))[1]
+        PPO(total_timesteps=2_048, n_seeds=2, seed=1, progress=True).fit("CartPole-v1")
+        print("progress calls", len(calls), "shapes", sorted(set(calls)))
     """)
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "devices 2" in out.stdout and "deterministic True" in out.stdout, out.stdout
+    # The bar is fed at each of the 4 updates with the mean over seeds; handing it the sharded per-seed
+    # vector instead made XLA warn of a full rematerialisation at every fit.
+    assert "progress calls 4 shapes [()]" in out.stdout, out.stdout
+    assert "rematerialization" not in out.stderr, out.stderr[-2000:]
 
 
 @pytest.mark.parametrize("kernel_size", [(3, 3), (2, 2), (3, 1)])
