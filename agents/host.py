@@ -244,7 +244,7 @@ def fit_host(agent, env: HostEnv):
         verify_drift(drift)
     n_seeds, n_envs, n_steps = int(agent.n_seeds), config.num_envs, config.num_steps
     init, policy_step, learn, update_stats = _compiled_parts(config, env, drift.fn, drift.temporal)
-    use_numpy = numpy_rollout_supported(config)
+    roll = _rollout_numpy if numpy_rollout_supported(config) else _rollout
 
     key = jax.random.PRNGKey(int(agent.seed))
     keys = jax.random.split(key, n_seeds)
@@ -268,7 +268,6 @@ def fit_host(agent, env: HostEnv):
         return_stats = jax.vmap(lambda _: ReturnStats.create(n_envs))(jnp.arange(n_seeds))
         act_keys = k_act
         for update in range(config.num_updates):
-            roll = _rollout_numpy if use_numpy else _rollout
             rollout, obs, ep_ret, act_keys = roll(vec, env, config, policy_step, params, stats, obs, ep_ret,
                                                   act_keys, n_seeds, n_envs, n_steps)
             traj, raw_obs, finished, n_done = rollout

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from _study import save_study
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -113,10 +115,7 @@ def main() -> None:
         extra = "  ".join(f"{k} {v:.3g}" for k, v in row.items() if k not in ("case", "threads"))
         print(f"{row['case']:20s} {row['threads']:>8s}  {extra}")
     out = {"cores": cores, "jax": __import__("jax").__version__, "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.out).with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    tmp.replace(args.out)
+    save_study(args.out, out)
     print(f"written {args.out}")
 
 

@@ -12,10 +12,10 @@ GFLOP/s, and the bf16/f32 time ratio (> 1: bfloat16 is slower).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
-from pathlib import Path
+
+from _study import save_study
 
 SHAPES = [(128, 64), (512, 64), (64, 256), (128, 256)]  # (rows, hidden): x is rows x hidden, W hidden x hidden
 
@@ -61,12 +61,8 @@ def main(argv=None) -> dict:
         print(f"{f'{n} x {h}':>14} {row['f32_us']:8.2f} {row['bf16_us']:8.2f} {row['f32_gflops']:12.1f} "
               f"{row['bf16_gflops']:13.1f} {row['bf16_over_f32']:9.2f}")
     out = {"machine": platform.processor() or platform.machine(), "steps": args.steps, "rows": rows}
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    tmp.replace(path)
-    print(f"wrote {path}")
+    save_study(args.out, out)
+    print(f"wrote {args.out}")
     return out
 
 
