@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/distill_shipped_lpo.py            # ~4 min distillation + ~4 min training
 
-Two sampling designs, each ``distill(get_drift("lpo"), backend="auto", time_budget=80, seed=0)``:
+The sampling designs, each ``distill(get_drift("lpo"), backend="auto", time_budget=80, seed=0)``:
 
 * ``default``: 4000 pairs, log-uniform ``r in [e^-1, e]``, uniform ``A in [-4, 4]``;
 * ``recorded``: 4000 ``(r, A)`` pairs recorded while the LPO trains on CartPole-v1
@@ -10,6 +10,8 @@ Two sampling designs, each ``distill(get_drift("lpo"), backend="auto", time_budg
 * ``pooled``: 2000 of those CartPole pairs and 2000 recorded while the LPO trains on
   Breakout-MinAtar (65,536 steps, 1 seed): one closed form for both the CartPole and the MinAtar
   comparison (``benchmarks/minatar.py --drifts lpo distilled=benchmarks/results/lpo_distilled_pooled.drift``).
+* ``pooled_si``: the same with the MinAtar half recorded on SpaceInvaders-MinAtar (131,072 steps,
+  1 seed), the game the MinAtar comparison runs on (a closed form holds where its pairs came from).
 
 ``--designs`` picks which to (re)distil; the others' closed forms already in the JSON file are kept.
 ``--tag _x`` writes them as ``<design>_x`` (rows and drift files), leaving the earlier ones in place.
@@ -60,16 +62,19 @@ def main(argv=None) -> None:
     def cartpole(n):
         return record_training_pairs(source, "CartPole-v1", n, total_timesteps=16_384, n_seeds=4, seed=50)
 
-    def pooled():
-        (r1, a1), (r2, a2) = cartpole(2000), record_training_pairs(source, "Breakout-MinAtar", 2000,
-                                                                   total_timesteps=65_536, seed=50)
+    def pooled(game, steps):
+        (r1, a1), (r2, a2) = cartpole(2000), record_training_pairs(source, game, 2000, total_timesteps=steps, seed=50)
         return np.concatenate([r1, r2]), np.concatenate([a1, a2])
 
-    all_designs = {"default": None, "recorded": lambda: cartpole(4000), "pooled": pooled}
+    all_designs = {"default": None, "recorded": lambda: cartpole(4000),
+                   "pooled": lambda: pooled("Breakout-MinAtar", 65_536),
+                   "pooled_si": lambda: pooled("SpaceInvaders-MinAtar", 131_072)}
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--designs", nargs="+", default=list(all_designs), choices=list(all_designs))
     p.add_argument("--tag", default="", help="suffix for the designs' names and drift files, so that a re-run "
                    "keeps the files earlier studies used (e.g. --tag _s6 writes lpo_distilled_pooled_s6.drift)")
+    p.add_argument("--target", default="drift", choices=["drift", "derivative"],
+                   help="what the designs distilled by this run fit: the drift f, or its slope df/dr")
     p.add_argument("--retrain", action="store_true",
                    help="distil nothing: only re-train the source and every saved closed form")
     args = p.parse_args(argv)
@@ -83,12 +88,13 @@ def main(argv=None) -> None:
         pairs = None if make_pairs is None else make_pairs()
         record_s = time.perf_counter() - start
         start = time.perf_counter()
-        result = distill(source, backend="auto", time_budget=80, seed=0, samples=pairs)
+        result = distill(source, backend="auto", time_budget=80, seed=0, samples=pairs, target=args.target)
         seconds = time.perf_counter() - start
         best = result.best
         path = RESULTS / f"lpo_distilled_{design}.drift"
         best.drift.save(path)
-        rows["designs"][design] = {"record_seconds": record_s, "distill_seconds": seconds, "r2": float(best.fidelity),
+        rows["designs"][design] = {"target": args.target, "record_seconds": record_s, "distill_seconds": seconds,
+                                   "r2": float(best.fidelity),
                                    "valid": bool(best.report.valid), "expression": str(best.expression),
                                    "file": str(path)}
         out.write_text(json.dumps(rows, indent=1))  # each design as it finishes
