@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 from _study import finite_or_none, make_agent, mean_se, open_study, plot_curves, save_study
@@ -64,12 +65,16 @@ def main(argv=None) -> dict:
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--resume", action="store_true", help="keep the finished runs of --out and do the rest")
     p.add_argument("--out", default="benchmarks/results/minatar.json")
-    p.add_argument("--plot", default="docs/img/envs_minatar.png")
+    p.add_argument("--plot", default=None, help="the learning-curve PNG (default: the docs figure for the default "
+                   "--out, else --out with .png, so that a side study never overwrites the docs figure)")
     args = p.parse_args(argv)
 
     labels = [d.split("=", 1)[0] for d in args.drifts]
     settings = {"timesteps": args.timesteps, "seeds": args.seeds, "eval_episodes": args.eval_episodes,
                 "drifts": args.drifts}
+    if args.plot is None:
+        default_out = p.get_default("out")
+        args.plot = "docs/img/envs_minatar.png" if args.out == default_out else str(Path(args.out).with_suffix(".png"))
     results = open_study(args.out, settings, args.resume)
     for game in args.games:
         for spec, label in zip(args.drifts, labels, strict=True):
