@@ -37,6 +37,14 @@ def _late_mean(returns: np.ndarray) -> float:
     return float(finite[-max(1, len(finite) // 10):].mean()) if len(finite) else float("nan")
 
 
+def plot_path(out: str, default_out: str) -> str:
+    """The docs figure for the study in docs/results.md; beside its JSON for any other (never over the docs)."""
+    return DOCS_FIGURE if Path(out) == Path(default_out) else str(Path(out).with_suffix(".png"))
+
+
+DOCS_FIGURE = "docs/img/envs_minatar.png"
+
+
 def run(spec: str, game: str, timesteps: int, seeds: int, eval_episodes: int) -> dict:
     start = time.perf_counter()
     agent = make_agent(spec, total_timesteps=timesteps, n_seeds=seeds, seed=0).fit(game)  # one vmapped call
@@ -73,8 +81,7 @@ def main(argv=None) -> dict:
     settings = {"timesteps": args.timesteps, "seeds": args.seeds, "eval_episodes": args.eval_episodes,
                 "drifts": args.drifts}
     if args.plot is None:
-        default_out = p.get_default("out")
-        args.plot = "docs/img/envs_minatar.png" if args.out == default_out else str(Path(args.out).with_suffix(".png"))
+        args.plot = plot_path(args.out, p.get_default("out"))
     results = open_study(args.out, settings, args.resume)
     for game in args.games:
         for spec, label in zip(args.drifts, labels, strict=True):

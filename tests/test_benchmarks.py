@@ -39,3 +39,11 @@ def test_merge_sb3_joins_seeds_run_apart():
         bench.merge_sb3(merged, _sb3_run(2, 5.0, [1.0, 1.0, 1.0]))
     with pytest.raises(ValueError, match="different budgets"):
         bench.merge_sb3(merged, {**_sb3_run(3, 1.0, [1.0, 1.0]), "curve_t": [1.0, 2.0]})
+
+
+def test_minatar_side_studies_do_not_overwrite_the_docs_figure():
+    bench = _load("bench_minatar", "minatar.py")
+    default = "benchmarks/results/minatar.json"
+    assert bench.plot_path(default, default) == bench.DOCS_FIGURE
+    assert bench.plot_path("./benchmarks/results/minatar.json", default) == bench.DOCS_FIGURE
+    assert bench.plot_path("benchmarks/results/minatar_cpu_si.json", default) == "benchmarks/results/minatar_cpu_si.png"
