@@ -12,6 +12,7 @@ The sampling designs, each ``distill(get_drift("lpo"), backend="auto", time_budg
   comparison (``benchmarks/minatar.py --drifts lpo distilled=benchmarks/results/lpo_distilled_pooled.drift``).
 * ``pooled_si``: the same with the MinAtar half recorded on SpaceInvaders-MinAtar (131,072 steps,
   1 seed), the game the MinAtar comparison runs on (a closed form holds where its pairs came from).
+* ``pooled_si_full``: the same, recording over the MinAtar comparison's whole 300k-step run.
 
 ``--designs`` picks which to (re)distil; the others' closed forms already in the JSON file are kept.
 ``--tag _x`` writes them as ``<design>_x`` (rows and drift files), leaving the earlier ones in place.
@@ -68,7 +69,8 @@ def main(argv=None) -> None:
 
     all_designs = {"default": None, "recorded": lambda: cartpole(4000),
                    "pooled": lambda: pooled("Breakout-MinAtar", 65_536),
-                   "pooled_si": lambda: pooled("SpaceInvaders-MinAtar", 131_072)}
+                   "pooled_si": lambda: pooled("SpaceInvaders-MinAtar", 131_072),
+                   "pooled_si_full": lambda: pooled("SpaceInvaders-MinAtar", 300_000)}
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--designs", nargs="+", default=list(all_designs), choices=list(all_designs))
     p.add_argument("--tag", default="", help="suffix for the designs' names and drift files, so that a re-run "
