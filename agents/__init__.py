@@ -1,7 +1,7 @@
 """Scikit-learn-like Mirror-Learning agents around one jitted, vmappable PPO core."""
 
 from agents.config import PRESETS, PPOConfig, preset
-from agents.core import TrainOutput, make_evaluate, make_policy_fn, make_train, make_train_parts, policy_loss
+from agents.core import TrainOutput, make_evaluate, make_learner, make_policy_fn, make_train, make_train_parts, policy_loss
 from agents.envs import ActionSpec, JaxEnv, make_env
 from agents.estimators import (
     DPO,
@@ -28,6 +28,7 @@ __all__ = [
     "TrainOutput",
     "make_env",
     "make_evaluate",
+    "make_learner",
     "make_policy_fn",
     "make_train",
     "make_train_parts",

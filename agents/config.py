@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -57,6 +60,12 @@ class PPOConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        reals = ("learning_rate", "max_grad_norm", "reward_scale", "gamma", "gae_lambda", "vf_coef", "ent_coef",
+                 "clip_eps", "log_std_init")
+        for name in reals:  # before comparing: '0.1' > 0 would raise a TypeError that names nothing
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         for name in ("learning_rate", "max_grad_norm", "reward_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
@@ -91,7 +100,8 @@ class PPOConfig:
         if self.value_hidden_sizes is not None:  # None: the critic takes hidden_sizes
             layer_sizes["value_hidden_sizes"] = self.value_hidden_sizes
         for name, sizes in layer_sizes.items():
-            if not sizes or any(int(h) <= 0 for h in sizes):
+            if (isinstance(sizes, str) or not isinstance(sizes, Sequence) or not sizes
+                    or any(not isinstance(h, numbers.Integral) or isinstance(h, bool) or h <= 0 for h in sizes)):
                 raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {sizes!r}")
         return self
 

@@ -212,7 +212,7 @@ def make_env(env: Any) -> Any:
     except ImportError:  # pragma: no cover
         GymnaxEnv = ()
     if GymnaxEnv and isinstance(env, GymnaxEnv):
-        return from_gymnax(type(env).__name__, env=env)
+        return from_gymnax(_gymnax_instance_id(env), env=env)
     for resolver in _RESOLVERS.values():
         try:
             return resolver(env)
@@ -222,6 +222,18 @@ def make_env(env: Any) -> Any:
         f"cannot train on a {type(env).__name__}: pass an environment id string, a gymnax environment, "
         "a Brax environment, a gymnasium.Env or a gymnasium.vector.VectorEnv"
     )
+
+
+def _gymnax_instance_id(env) -> str:
+    """The registered id of a gymnax instance (``"Breakout-MinAtar"``, not its class ``MinBreakout``).
+
+    The id picks the preset (MinAtar's conv torso and hyperparameters) and is what a saved agent
+    re-creates its environment from; the class name is only a fallback for unregistered environments.
+    """
+    import gymnax
+
+    name = getattr(env, "name", None)
+    return name if isinstance(name, str) and name in gymnax.registered_envs else type(env).__name__
 
 
 @functools.cache

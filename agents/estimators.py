@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -35,6 +36,11 @@ class TrainingDivergedError(RuntimeError):
 
 class DriftConditionError(ValueError):
     """The drift violates a Mirror Learning drift condition (see ``drifts.check_drift``)."""
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds (grid searches built with ``np.arange`` pass them)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 class MirrorAgent:
@@ -152,11 +158,19 @@ class MirrorAgent:
     def make_config(self, env: JaxEnv | str) -> PPOConfig:
         """The full configuration ``fit`` would use on ``env``: its family preset plus your overrides."""
         env = make_env(env) if not isinstance(env, JaxEnv) else env
-        overrides = {k: getattr(self, k) for k in CONFIG_FIELDS if getattr(self, k, None) is not None}
+        overrides = {k: _plain(getattr(self, k)) for k in CONFIG_FIELDS if getattr(self, k, None) is not None}
         for name in ("hidden_sizes", "value_hidden_sizes"):
-            if name in overrides:
-                overrides[name] = tuple(int(h) for h in overrides[name])
-        return preset(getattr(env, "preset", "classic"), **overrides).validate()
+            sizes = overrides.get(name)
+            if sizes is None:
+                continue
+            if isinstance(sizes, str) or not isinstance(sizes, Sequence | np.ndarray):
+                raise ValueError(f"{name} must be a sequence of positive integers such as (64, 64), got {sizes!r}")
+            overrides[name] = tuple(_plain(h) for h in sizes)
+        config = preset(getattr(env, "preset", "classic"), **overrides).validate()
+        if config.network == "minatar" and len(env.obs_shape) != 3:
+            raise ValueError(f"network='minatar' (a convolutional torso) needs image observations of shape (H, W, C); "
+                             f"{env.id!r} has observations of shape {tuple(env.obs_shape)}: use network='mlp'")
+        return config
 
     def _validate_run_params(self) -> None:
         for name in ("n_seeds",):
@@ -262,7 +276,15 @@ class MirrorAgent:
         if env is None:
             reusable = getattr(self.env_, "reset", None) is not None or getattr(self.env_, "make_vec", None)
             env = self.env_ if reusable else self.env_id_
-        env_adapter = make_env(env)
+            try:
+                env_adapter = make_env(env)
+            except (ValueError, KeyError, TypeError) as err:
+                # e.g. a loaded agent trained on a custom gymnasium.Env or an unregistered gymnax class:
+                # its id names the environment but cannot rebuild it
+                raise ValueError(f"cannot re-create the environment this agent was trained on ({self.env_id_!r}) "
+                                 f"from its id: {err}. Pass it explicitly: agent.evaluate(env)") from None
+        else:
+            env_adapter = make_env(env)
         self._check_same_spaces(env_adapter)
         if not isinstance(env_adapter, JaxEnv):
             from agents import host
@@ -346,7 +368,7 @@ def verify_drift(drift: Drift) -> None:
     if not report.valid:
         raise DriftConditionError(
             f"drift {drift.name!r} violates the drift conditions, so Mirror Learning's guarantees do not hold:\n"
-            f"{report}\nFix the drift, or pass check_drift=False to train with it anyway."
+            f"{report}\nFix the drift, or pass check_drift=False (--no-check-drift on the command line) to train with it anyway."
         )
 
 

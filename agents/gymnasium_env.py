@@ -293,7 +293,7 @@ def from_vector_env(vec) -> HostEnv:
     """A ``gymnasium.vector.VectorEnv``: rebuilt from its ``env_fns`` in ``SAME_STEP`` mode, same sync/async kind."""
     import gymnasium as gym
 
-    env_fns = getattr(vec, "env_fns", None)
+    env_fns = _vector_env_fns(vec)
     if not env_fns:
         raise ValueError(
             f"cannot train on a {type(vec).__name__}: mirrorlearn rebuilds vector envs from their env_fns "
@@ -319,6 +319,32 @@ def from_vector_env(vec) -> HostEnv:
         id=name, obs_shape=obs_shape, action_spec=action_spec, env_fns=tuple(env_fns), max_episode_steps=max_steps,
         preset=_preset_for(name, action_spec), vectorization=vectorization,
     )
+
+
+_VECTOR_ONLY_KWARGS = ("num_envs", "vectorization_mode", "vector_kwargs", "wrappers")
+
+
+def _vector_env_fns(vec) -> tuple[Callable[[], Any], ...]:
+    """Single-env factories for ``vec``'s sub-environments (empty if they cannot be known).
+
+    ``gym.make_vec`` keeps ``env_fns`` as a generator its constructor has already used up, so its
+    sub-environments are rebuilt from their specs instead; a vector env with its own vectorised
+    implementation (``vector_entry_point``) has no sub-environments, so its single-env id is used.
+    """
+    import gymnasium as gym
+
+    fns = getattr(vec, "env_fns", None)
+    fns = tuple(fns) if fns is not None and not isinstance(fns, str) else ()
+    if fns:
+        return fns
+    subs = [getattr(e, "spec", None) for e in getattr(vec, "envs", None) or ()]
+    if subs and all(s is not None for s in subs):
+        return tuple(functools.partial(gym.make, s) for s in subs)
+    spec = getattr(vec, "spec", None)
+    if spec is not None and getattr(spec, "id", None) in gym.registry:
+        kwargs = {k: v for k, v in (spec.kwargs or {}).items() if k not in _VECTOR_ONLY_KWARGS}
+        return (functools.partial(gym.make, spec.id, **kwargs),)
+    return ()
 
 
 def from_gymnasium(env: Any, vectorization: str = "sync") -> Any:

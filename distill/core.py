@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numbers
 import time
+import warnings
 
 import numpy as np
 import sympy as sp
@@ -54,6 +55,12 @@ def distill(drift, backend="auto", time_budget: float = 60, seed: int = 0, *, n_
     if source.temporal and t is None:
         raise ValueError(f"drift {source.name!r} is temporal: pass t=... (training progress in [0, 1]) to distil it "
                          "at one point of training")
+    if t is not None:
+        if not source.temporal:
+            raise ValueError(f"t={t!r} was given, but drift {source.name!r} takes no training progress; drop t=")
+        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 <= t <= 1:
+            raise ValueError(f"t is training progress and must be a number in [0, 1], got {t!r}")
+        t = float(t)
     fitter = resolve_backend(backend, backend_options)
     check_traceable(source, None if not source.temporal else t)
 
@@ -67,6 +74,7 @@ def distill(drift, backend="auto", time_budget: float = 60, seed: int = 0, *, n_
     branches = _branches(data.A, split_advantage)
     per_branch = {}
     fit_budget = float(time_budget) / len(branches)
+    integrations = {"tried": 0, "done": 0}
     for i, (name, mask) in enumerate(branches.items()):
         train = data.subset(mask & ~data.test)
         test = data.subset(mask & data.test)
@@ -75,11 +83,21 @@ def distill(drift, backend="auto", time_budget: float = 60, seed: int = 0, *, n_
                              "or widen A_range, or pass split_advantage=False")
         per_branch[name] = []
         for member, share in getattr(fitter, "members", [(fitter, 1.0)]):
-            task = FitTask(train.r, train.A, train.target(target), train.f, target, name, fit_budget * share,
-                           seed + i, int(max_length))
-            per_branch[name] += _branch_candidates(member.fit(task), member, target, test, train)
+            budget = fit_budget * share
+            # A slope fitted by a backend without native derivatives must be integrated symbolically,
+            # which is slow: it gets part of the budget, so that time_budget holds for the whole fit.
+            integrate = target == "derivative" and not member.native_derivative
+            deadline = time.perf_counter() + budget
+            task = FitTask(train.r, train.A, train.target(target), train.f, target, name,
+                           budget * (SEARCH_SHARE if integrate else 1.0), seed + i, int(max_length))
+            per_branch[name] += _branch_candidates(member.fit(task), member, target, test, train, deadline,
+                                                   integrations)
         per_branch[name] = _dedupe(per_branch[name])
     fit_seconds = time.perf_counter() - t0
+    if integrations["tried"] and not integrations["done"]:
+        warnings.warn(f"none of the {integrations['tried']} fitted slopes could be integrated into a closed-form "
+                      "drift within the time budget, so the front has no candidate from that backend; raise "
+                      "time_budget, or use backend='linear' (it fits slopes directly)", stacklevel=2)
 
     t1 = time.perf_counter()
     test_all = data.subset(data.test)
@@ -90,7 +108,8 @@ def distill(drift, backend="auto", time_budget: float = 60, seed: int = 0, *, n_
     settings = {"backend": fitter.name, "time_budget": float(time_budget), "seed": int(seed), "target": target,
                 "split_advantage": bool(split_advantage), "n_samples": int(data.r.size), "holdout": float(holdout),
                 "r_range": [float(x) for x in r_range], "A_range": [float(x) for x in A_range],
-                "recorded_samples": samples is not None, "max_length": int(max_length), "tolerance": tolerance}
+                "recorded_samples": samples is not None, "max_length": int(max_length), "tolerance": tolerance,
+                "t": t}
     return DistillResult(best, front, source, data, settings,
                          {"fit_seconds": fit_seconds, "check_seconds": check_seconds,
                           "total_seconds": time.perf_counter() - t0})
@@ -128,13 +147,21 @@ def _branches(A: np.ndarray, split: bool) -> dict[str, np.ndarray]:
 
 
 # -- per-branch candidates ------------------------------------------------------------------------------
-def _valid_form(g: sp.Expr, fitter, target: str) -> sp.Expr | None:
+def _valid_form(g: sp.Expr, fitter, target: str, deadline: float = float("inf"),
+                integrations: dict | None = None) -> sp.Expr | None:
     """The valid drift built from one backend expression (``None`` if it cannot be made valid)."""
     g = construct.round_floats(g)
     if target == "derivative" and not fitter.native_derivative:
-        g = construct.integrate_slope(g)
+        remaining = deadline - time.perf_counter()
+        if remaining < MIN_INTEGRATION_SECONDS:
+            return None
+        if integrations is not None:
+            integrations["tried"] += 1
+        g = construct.integrate_slope(g, timeout=min(INTEGRATION_TIMEOUT, remaining))
         if g is None:
             return None
+        if integrations is not None:
+            integrations["done"] += 1
     f = construct.make_valid(g)
     if f.has(sp.zoo, sp.oo, -sp.oo, sp.nan) or not f.free_symbols <= {construct.r, construct.A}:
         return None
@@ -146,6 +173,9 @@ def _dedupe(cands: list[tuple[sp.Expr, int, float]]) -> list[tuple[sp.Expr, int,
 
 
 MAX_INTEGRATIONS = 6  # per branch: symbolic integration is slow, so only the best slopes are integrated
+INTEGRATION_TIMEOUT = 10.0  # seconds for one slope's symbolic integration
+MIN_INTEGRATION_SECONDS = 0.5  # not worth starting a sandboxed integration with less time left
+SEARCH_SHARE = 0.6  # of a branch's budget, for the search when its slopes must then be integrated
 
 
 def _most_accurate(raw: list[sp.Expr], train, k: int) -> list[sp.Expr]:
@@ -164,14 +194,15 @@ def _predict(expr: sp.Expr, r: np.ndarray, A: np.ndarray, target: str) -> np.nda
         return np.asarray(evaluate(e, r, A), dtype=float)
 
 
-def _branch_candidates(raw, fitter, target, test, train) -> list[tuple[sp.Expr, int, float]]:
+def _branch_candidates(raw, fitter, target, test, train, deadline: float = float("inf"),
+                       integrations: dict | None = None) -> list[tuple[sp.Expr, int, float]]:
     """(valid expression, complexity, held-out SSE) per distinct candidate, plus the zero drift."""
     y = test.target(target)
     out = {"0": (sp.Integer(0), 1, float(np.sum(y**2)))}
     if target == "derivative" and not fitter.native_derivative:
         raw = _most_accurate(raw, train, MAX_INTEGRATIONS)
     for g in raw:
-        f = _valid_form(g, fitter, target)
+        f = _valid_form(g, fitter, target, deadline, integrations)
         if f is None or str(f) in out:
             continue
         pred = _predict(f, test.r, test.A, target)

@@ -11,30 +11,34 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def objective_slope(drift, log_r: np.ndarray, A: np.ndarray) -> np.ndarray:
-    """``d/dr [r A - f(r, A)]`` on the grid ``log_r x A`` (float64 autodiff)."""
+def objective_slope(drift, log_r: np.ndarray, A: np.ndarray, t: float | None = None) -> np.ndarray:
+    """``d/dr [r A - f(r, A)]`` on the grid ``log_r x A`` (float64 autodiff); ``t``: a temporal drift's progress."""
     with jax.enable_x64(True):
         R, AA = np.meshgrid(np.exp(log_r), A, indexing="ij")
         def obj(r, a):
-            return r * a - drift(r, a)
+            return r * a - (drift(r, a) if t is None else drift(r, a, t))
 
         g = jax.vmap(jax.grad(obj))(jnp.asarray(R.ravel()), jnp.asarray(AA.ravel()))
         return np.asarray(g, dtype=float).reshape(R.shape)
 
 
 def plot_comparison(source, distilled, title: str = "", log_r_range=(-1.0, 1.0), A_range=(-4.0, 4.0),
-                    slices=(-2.0, -0.5, 0.5, 2.0), resolution: int = 161):
-    """A matplotlib Figure: two heat maps, their difference, and slices at fixed ``A``."""
+                    slices=(-2.0, -0.5, 0.5, 2.0), resolution: int = 161, t: float | None = None):
+    """A matplotlib Figure: two heat maps, their difference, and slices at fixed ``A``.
+
+    ``t``: the training progress a temporal source was distilled at (the distilled drift has no ``t``).
+    """
     import matplotlib.pyplot as plt
 
     log_r = np.linspace(*log_r_range, resolution)
     A = np.linspace(*A_range, resolution)
-    src = objective_slope(source, log_r, A)
+    src = objective_slope(source, log_r, A, t)
     dst = objective_slope(distilled, log_r, A)
     lim = float(np.nanpercentile(np.abs(np.concatenate([src.ravel(), dst.ravel()])), 99)) or 1.0
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.2), constrained_layout=True)
     extent = (A_range[0], A_range[1], log_r_range[0], log_r_range[1])
-    panels = [(src, f"source: {getattr(source, 'name', 'drift')}"), (dst, "distilled"), (dst - src, "distilled - source")]
+    src_label = f"source: {getattr(source, 'name', 'drift')}" + ("" if t is None else f" at t={t:g}")
+    panels = [(src, src_label), (dst, "distilled"), (dst - src, "distilled - source")]
     for ax, (img, label) in zip(axes[:3], panels, strict=True):
         im = ax.imshow(img, origin="lower", aspect="auto", extent=extent, cmap="RdBu_r", vmin=-lim, vmax=lim)
         ax.set(xlabel="A", ylabel="log r", title=label)

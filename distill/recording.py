@@ -30,9 +30,11 @@ def record_training_pairs(drift, env="CartPole-v1", n_pairs: int = 4000, *, seed
     Pass the result as ``distill(drift, samples=pairs)``.
     """
     from agents.estimators import MirrorAgent
+    from distill.sampling import check_traceable
     from drifts import Drift, get_drift
 
     source = drift if isinstance(drift, Drift) else get_drift(drift)
+    check_traceable(source, 0.0 if source.temporal else None)  # a clear error now, not one from inside training
     if int(n_pairs) < 20:
         raise ValueError(f"n_pairs must be at least 20 to fit and hold out, got {n_pairs}")
     agent = MirrorAgent(drift=None, seed=seed, n_seeds=n_seeds, check_drift=False, **agent_kwargs)

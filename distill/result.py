@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -57,10 +59,69 @@ class Candidate:
         }
 
 
+MAX_DISPLAY_DIGITS = 15
+
+
 def _short(expr: sp.Expr, digits: int) -> sp.Expr:
-    """Floats shown with ``digits`` significant digits (display only; the drift keeps full constants)."""
+    """The expression with its constants rounded for display, as far as the display stays a valid drift.
+
+    Display only (the drift keeps its exact constants), but users copy what they see: rounded naively,
+    a hinge ``Max(0, 0.9999935 - r)`` becomes ``Max(0, 1.0 - r)``, which has a kink at ``r = 1``. So a
+    constant near 1 keeps ``digits`` significant digits of its distance to 1, and if the rounded form
+    still loses a condition at ``r = 1`` that the exact one has, more digits are shown.
+    """
+    return _display_form(expr, int(digits))
+
+
+@functools.lru_cache(maxsize=256)
+def _display_form(expr: sp.Expr, digits: int) -> sp.Expr:
     numbers = [x for x in expr.atoms(sp.Float, sp.Rational) if not x.is_Integer]
-    return expr.xreplace({x: sp.Float(x, digits) for x in numbers})
+    if not numbers:
+        return expr
+    exact = _identity_errors(expr)
+    for d in range(max(1, digits), MAX_DISPLAY_DIGITS + 1):
+        shown = expr.xreplace({x: _display_number(x, d) for x in numbers})
+        value, slope = _identity_errors(shown)
+        if value <= max(2 * exact[0], 1e-10) and slope <= max(2 * exact[1], 1e-7):
+            return shown
+    return expr
+
+
+def _display_number(x: sp.Expr, digits: int) -> sp.Float:
+    v = float(x)
+    text = f"{v:.{digits}g}"
+    dist = abs(abs(v) - 1.0)
+    if 0 < dist < 0.1:  # keep the distance to 1 (where the drift conditions live), not just the value
+        text = f"{v:.{digits - 1 - math.floor(math.log10(dist))}f}"
+    return sp.Float(text, max(digits, len(text.lstrip("-0.").replace(".", ""))))
+
+
+_A_GRID = np.concatenate([np.linspace(-4.0, 4.0, 401), [0.0, 1e-3, -1e-3]])
+_SIDES = (1e-9, -1e-9)
+
+
+def _identity_errors(expr: sp.Expr) -> tuple[float, float]:
+    """Largest ``|f(1, A)|`` and one-sided autodiff slope at ``r = 1 +- 1e-9`` over an ``A`` grid (float64).
+
+    Cheap enough to run per display (a symbolic proof of a 500-character fit takes tens of seconds),
+    and what matters here: a rounded hinge at ``r = 1`` shows up as an O(1) slope, a broken cancellation
+    between rounded constants as a small one.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from distill._numeric import evaluate
+
+    with jax.enable_x64(True):
+        A = jnp.asarray(_A_GRID)
+
+        def f(r):
+            return evaluate(expr, r, A, xp=jnp)
+
+        value = float(jnp.max(jnp.abs(f(jnp.ones_like(A)))))
+        slope = max(float(jnp.max(jnp.abs(jax.jvp(f, (jnp.full_like(A, 1.0 + s),), (jnp.ones_like(A),))[1])))
+                    for s in _SIDES)
+    return (value if np.isfinite(value) else np.inf), (slope if np.isfinite(slope) else np.inf)
 
 
 def _f(x) -> float | None:
@@ -109,9 +170,11 @@ class DistillResult:
         }
 
     def save_json(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2))
-        return path
+        """Write :meth:`to_dict` as JSON (folders created; atomic: an existing file is replaced whole or kept)."""
+        from mirrorlearn._archive import atomic_write
+
+        text = json.dumps(self.to_dict(), indent=2)
+        return atomic_write(path, lambda handle: handle.write(text), mode="w")
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the best candidate as a drift file (loadable with ``drifts.get_drift(path)``)."""
@@ -139,7 +202,7 @@ class DistillResult:
 
         cand = candidate or self._need_best()
         return plot_comparison(self.source, cand.drift, title=cand.to_string(3), log_r_range=log_r_range,
-                               A_range=A_range, slices=slices, resolution=resolution)
+                               A_range=A_range, slices=slices, resolution=resolution, t=self.settings.get("t"))
 
     # -- training -----------------------------------------------------------------------------------------
     def evaluate(self, env, total_timesteps: int = 100_000, n_seeds: int = 5, seed: int = 0, n_episodes: int = 10,

@@ -22,18 +22,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mirrorlearn._archive import flatten_tree, read_archive, unflatten_tree, write_archive
+from mirrorlearn._archive import ArchiveError, flatten_tree, read_archive, unflatten_tree, write_archive
 
 DRIFT_FILE_KIND = "mirrorlearn.drift"
 DRIFT_FILE_VERSION = 1
 
 # family name -> builder(**kwargs) -> Drift (with default params). Used to rebuild a drift from a file.
 _FAMILIES: dict[str, Callable[..., Drift]] = {}
+# family name -> check_params(params), raising ValueError when loaded params break the family's rules.
+_PARAM_CHECKS: dict[str, Callable[[Any], None]] = {}
 
 
-def register_family(name: str, builder: Callable[..., Drift]) -> None:
-    """Register a drift family so that drifts of it can be saved to and loaded from files."""
+def register_family(name: str, builder: Callable[..., Drift],
+                    check_params: Callable[[Any], None] | None = None) -> None:
+    """Register a drift family so that drifts of it can be saved to and loaded from files.
+
+    ``builder(**kwargs)`` must validate its arguments (file kwargs reach it unchecked).
+    ``check_params(params)`` should raise ``ValueError`` for parameter values the family's constructor
+    would refuse (e.g. PPO's ``eps <= 0``); loaded parameters go through it, since a file's parameters
+    never pass through the constructor.
+    """
     _FAMILIES[name] = builder
+    if check_params is None:
+        _PARAM_CHECKS.pop(name, None)
+    else:
+        _PARAM_CHECKS[name] = check_params
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # identity equality: params are arrays
@@ -108,10 +121,18 @@ class Drift:
 
     @staticmethod
     def load(path: str | os.PathLike) -> Drift:
+        """Read a drift file; :class:`~mirrorlearn._archive.ArchiveError` names the file and the problem."""
         meta, arrays = read_archive(path, DRIFT_FILE_KIND, DRIFT_FILE_VERSION)
-        drift = drift_from_spec(meta.get("drift"), source=str(path))
-        params = unflatten_tree({k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")})
-        return drift.with_params(_match_params(drift.params, params, source=str(path)))
+        source = str(path)
+        _check_format_version(meta.get("format_version"), source)
+        try:
+            drift = drift_from_spec(meta.get("drift"), source=source)
+            params = unflatten_tree({k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")})
+        except ArchiveError as err:
+            raise ArchiveError(f"{source}: {err}") from None
+        except ValueError as err:  # drift_from_spec's messages already name the file
+            raise ArchiveError(str(err)) from None
+        return drift.with_params(checked_params(drift, params, source))
 
 
 def drift_from_spec(spec: Any, source: str = "spec") -> Drift:
@@ -119,6 +140,8 @@ def drift_from_spec(spec: Any, source: str = "spec") -> Drift:
     if not isinstance(spec, Mapping) or "family" not in spec:
         raise ValueError(f"{source}: drift description is missing or malformed")
     family = spec["family"]
+    if not isinstance(family, str):
+        raise ValueError(f"{source}: drift family must be a name (a string), got {type(family).__name__}")
     if family not in _FAMILIES:
         _load_builtin_families()
     if family not in _FAMILIES:
@@ -126,29 +149,56 @@ def drift_from_spec(spec: Any, source: str = "spec") -> Drift:
     kwargs = spec.get("kwargs", {})
     if not isinstance(kwargs, Mapping):
         raise ValueError(f"{source}: drift kwargs must be a mapping")
-    try:
+    try:  # the builders validate their arguments (types and ranges) before building anything
         drift = _FAMILIES[family](**kwargs)
-    except TypeError as err:
-        raise ValueError(f"{source}: invalid arguments for drift family {family!r}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{source}: invalid arguments for drift family {family!r} ({err})") from None
     if "name" in spec:
         drift = drift.replace(name=str(spec["name"]))
     return drift
 
 
+def _check_format_version(version: Any, source: str) -> None:
+    # read_archive accepts any int, and JSON true is a Python int (bool): neither 0 nor true is a version.
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ArchiveError(f"{source}: format_version {version!r} is not a version number (a whole number "
+                           ">= 1); the file is corrupted or not a mirrorlearn drift file")
+
+
+def checked_params(drift: Drift, loaded: Any, source: str) -> Any:
+    """Loaded parameters for ``drift``'s family: same keys and shapes as its template, real finite numbers,
+    and values its constructor would accept. Raises :class:`ArchiveError` naming ``source``."""
+    params = _match_params(drift.params, loaded, source)
+    check = _PARAM_CHECKS.get(drift.family or "")
+    if check is not None:
+        try:
+            check(params)
+        except (ValueError, TypeError) as err:
+            raise ArchiveError(f"{source}: invalid drift parameters ({err}); re-save the drift from a valid one") from None
+    return params
+
+
 def _match_params(template: Any, loaded: dict, source: str) -> Any:
-    """Check a loaded params tree against the family's template (same keys and shapes)."""
+    """Check a loaded params tree against the family's template (same keys and shapes, real finite values)."""
     flat_t = flatten_tree(jax.device_get(template))
     flat_l = flatten_tree(loaded)
     if set(flat_t) != set(flat_l):
-        raise ValueError(
+        raise ArchiveError(
             f"{source}: drift parameters do not match the family (expected {sorted(flat_t)}, got {sorted(flat_l)})"
         )
     for key, ref in flat_t.items():
-        if flat_l[key].shape != ref.shape:
-            raise ValueError(f"{source}: parameter {key} has shape {flat_l[key].shape}, expected {ref.shape}")
-        if not np.all(np.isfinite(flat_l[key])):
-            raise ValueError(f"{source}: parameter {key} contains NaN or inf")
-    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=jnp.result_type(float)), unflatten_tree(flat_l)) if flat_l else template
+        value = flat_l[key]
+        # strings would crash isfinite and complex numbers would silently lose their imaginary part
+        if value.dtype == np.bool_ or not (np.issubdtype(value.dtype, np.floating)
+                                           or np.issubdtype(value.dtype, np.integer)):
+            raise ArchiveError(f"{source}: parameter {key} has dtype {value.dtype}, expected real numbers")
+        if value.shape != ref.shape:
+            raise ArchiveError(f"{source}: parameter {key} has shape {value.shape}, expected {ref.shape}")
+        if not np.all(np.isfinite(value)):
+            raise ArchiveError(f"{source}: parameter {key} contains NaN or inf")
+    if not flat_l:
+        return template
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=jnp.result_type(float)), unflatten_tree(flat_l))
 
 
 def _package_version() -> str:

@@ -416,10 +416,18 @@ def _as_drift(f: Any) -> Drift:
 
         try:
             return get_drift(f)
-        except ValueError:
+        except ValueError as name_err:
             from drifts.symbolic import to_jax
 
-            return to_jax(f)
+            # get_drift parses text with operators itself; a bare word ("0", "t") may still be an
+            # expression. If it is not, get_drift's error is the useful one ("did you mean 'dpo'?"),
+            # except for blank text, which the parser names better ("empty expression").
+            try:
+                return to_jax(f)
+            except ValueError:
+                if not f.strip():
+                    raise
+                raise name_err from None
     if callable(f):
         return _wrap_callable(f)
     raise TypeError(

@@ -3,6 +3,10 @@
 ``mirrorlearn/cli.py`` dispatches to :func:`check_drift_main` and :func:`plot_drift_main`; both can also
 be run as ``python -m drifts.cli check-drift ...``. A DRIFT argument is a name (``ppo``, ``dpo``,
 ``lpo``...), a drift file, or an expression string in ``r`` and ``A`` (parsed safely).
+
+Exit status (both commands): 0 success, 1 ``check-drift`` found the drift invalid, 2 an error (an
+unknown name, an unreadable drift file, an expression that does not parse, bad options), like
+``mirrorlearn distill``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ from typing import Any
 
 
 def _resolve(spec: str):
-    """(Drift, sympy expression or None) for a name, a drift file path, or an expression string."""
+    """(Drift, sympy expression or None) for a name, a drift file path, or an expression string.
+
+    Raises ``ValueError`` (an ``ArchiveError`` for a bad drift file) with one message saying what is wrong.
+    """
     from drifts.library import get_drift
 
     try:
@@ -25,11 +32,15 @@ def _resolve(spec: str):
     except ValueError as name_err:
         from drifts.symbolic import parse_expression, to_jax
 
+        # get_drift parses text with operators itself; a bare word ("0", "t") may still be an expression.
+        # If it is not, get_drift's message is the one to show (it has "did you mean 'dpo'?"); joining
+        # both would repeat a parse error twice or bury the hint under the parser's list of names.
         try:
             expr = parse_expression(spec)
-        except ValueError as parse_err:
-            raise SystemExit(f"error: {spec!r} is neither a drift name/file ({name_err}) nor a valid expression "
-                             f"({parse_err})") from None
+        except ValueError:
+            if not spec.strip():
+                raise  # "empty expression" says more than "unknown drift ''"
+            raise name_err from None
         return to_jax(expr), expr
     expr = None
     if drift.family in ("ppo", "dpo", "expression"):
@@ -50,14 +61,39 @@ def _slug(text: str) -> str:
     return keep or "drift"
 
 
+def _unique(stem: str, taken: set[str]) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``... if taken: ``ppo`` and ``runs/ppo.drift`` (or two long expressions
+    with the same first 40 characters) must not overwrite each other's picture."""
+    name, i = stem, 2
+    while name in taken:
+        name, i = f"{stem}-{i}", i + 1
+    taken.add(name)
+    return name
+
+
+def _error(command: str, err: Exception) -> int:
+    print(f"mirrorlearn {command}: error: {err}", file=sys.stderr)
+    return 2
+
+
 def check_drift_main(argv: list[str] | None = None) -> int:
     """``mirrorlearn check-drift EXPR_OR_FILE``: numeric (and, for closed forms, symbolic) drift checks.
 
     Prints a readable report, writes ``report.json`` to ``--out`` (default: a new temporary folder) and
-    prints the folder. Exit status 0 if valid, 1 if invalid.
+    prints the folder. Exit status 0 if valid, 1 if invalid, 2 on an error (e.g. an expression that does
+    not parse).
+
+    ``valid`` means: the numeric search found no violation on the checked domain and the symbolic check
+    (closed forms only) refuted nothing. ``proved`` (in ``report.json``) is true only when the symbolic
+    check proved all three conditions; a valid but unproved drift gets a ``note`` and a printed
+    ``warning:`` line, because the numeric search can miss violations between its grid points.
     """
     p = argparse.ArgumentParser(prog="mirrorlearn check-drift",
-                                description="Check the drift conditions f >= 0, f(1, A) = 0, df/dr(1, A) = 0.")
+                                description="Check the drift conditions f >= 0, f(1, A) = 0, df/dr(1, A) = 0.",
+                                epilog="Exit status: 0 valid, 1 invalid, 2 error. 'valid' means no violation was "
+                                       "found; report.json's 'proved' is true only when sympy proved all three "
+                                       "conditions (closed forms only), otherwise a warning says validity is "
+                                       "numeric only.")
     p.add_argument("drift", help="a drift name (ppo, dpo, lpo), a drift file, or an expression in r and A, "
                                  "e.g. 'Max(0, (r - 1)**2 * A**2)'")
     p.add_argument("--out", help="folder for report.json (default: a new temporary folder)")
@@ -67,11 +103,15 @@ def check_drift_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from drifts.checks import check_drift
 
-    drift, expr = _resolve(args.drift)
-    report = check_drift(drift, log_r_range=tuple(args.log_r_range), A_range=tuple(args.A_range))
+    try:
+        drift, expr = _resolve(args.drift)
+        report = check_drift(drift, log_r_range=tuple(args.log_r_range), A_range=tuple(args.A_range))
+    except (ValueError, TypeError, OSError) as err:
+        return _error("check-drift", err)
     result: dict[str, Any] = {"drift": args.drift, "numeric": report.to_dict()}
     print(report.summary())
     valid = report.valid
+    sym = None
     if expr is not None and not args.no_symbolic:
         from drifts.symbolic import check_drift_symbolic
 
@@ -80,11 +120,31 @@ def check_drift_main(argv: list[str] | None = None) -> int:
         print("symbolic: " + sym.summary())
         valid = valid and sym.valid is not False
     result["valid"] = bool(valid)
-    out = _out_dir(args.out, "check-drift-")
-    (out / "report.json").write_text(json.dumps(result, indent=2, default=str))
+    result["proved"] = bool(valid and sym is not None and sym.valid is True)
+    if valid and not result["proved"]:
+        result["note"] = _unproved_note(sym, expr is None)
+        print(f"warning: {result['note']}")
+    try:
+        out = _out_dir(args.out, "check-drift-")
+        (out / "report.json").write_text(json.dumps(result, indent=2, default=str))
+    except OSError as err:  # e.g. --out names an existing file
+        return _error("check-drift", err)
     print(f"wrote {out / 'report.json'}")
     print(out)
     return 0 if valid else 1
+
+
+def _unproved_note(sym: Any, no_closed_form: bool) -> str:
+    """Why a valid verdict is numeric only: say it plainly, since exit status 0 reads as 'fine'."""
+    if sym is not None:
+        open_ = [k for k, c in sym.conditions.items() if not c.proved]
+        why = f"the symbolic check could not prove {', '.join(open_)} (UNDECIDED)"
+    elif no_closed_form:
+        why = "this drift has no closed form to prove (only ppo, dpo and expressions have one)"
+    else:
+        why = "the symbolic proofs were skipped (--no-symbolic)"
+    return (f"valid numerically only, not proved: {why}; the numeric search covers the checked domain and "
+            "can miss a violation between its grid points")
 
 
 def plot_drift_main(argv: list[str] | None = None) -> int:
@@ -99,11 +159,14 @@ def plot_drift_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from drifts.plotting import compare_drifts, plot_drift
 
+    try:
+        resolved = [_resolve(s)[0] for s in args.drifts]
+    except (ValueError, TypeError, OSError) as err:
+        return _error("plot-drift", err)
     out = _out_dir(args.out, "plot-drift-")
-    resolved = [_resolve(s)[0] for s in args.drifts]
-    written = []
+    written, taken = [], set()
     for spec, drift in zip(args.drifts, resolved, strict=True):
-        name = _slug(spec if not os.path.exists(spec) else Path(spec).stem)
+        name = _unique(_slug(spec if not os.path.exists(spec) else Path(spec).stem), taken)
         path = out / f"drift_{name}.png"
         plot_drift(drift, t=args.t).savefig(path, dpi=args.dpi)
         written.append(str(path))

@@ -5,17 +5,57 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import math
+import numbers
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from drifts.base import Drift, register_family
 
 LPO_SHIFT = 1e-6  # the paper's xi: keeps f = 0 in a small neighbourhood of r = 1
+# Drift files choose ``hidden``, and default weights are drawn before the file's are compared with them
+# (LPO-Zero's middle layer is hidden x hidden), so a bound keeps a hostile file from exhausting memory.
+MAX_HIDDEN = 4096
+
+
+# -- argument checks shared by the constructors and by drift files (which rebuild through them) ----------
+def _positive(family: str, name: str, value: Any) -> float:
+    """``value`` as a float, or an exception unless it is a finite number > 0."""
+    if isinstance(value, (bool, str, bytes)):  # float() would accept "0.2" and True
+        raise TypeError(f"{family}: {name} must be a number > 0, got {value!r}")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{family}: {name} must be a number > 0, got {type(value).__name__}") from None
+    if not (x > 0 and math.isfinite(x)):
+        raise ValueError(f"{family}: {name} must be a finite number > 0, got {x}")
+    return x
+
+
+def _hidden(family: str, hidden: Any) -> int:
+    if isinstance(hidden, bool) or not isinstance(hidden, numbers.Integral):
+        raise TypeError(f"{family}: hidden must be a whole number of units, got {hidden!r}")
+    if not 1 <= hidden <= MAX_HIDDEN:
+        raise ValueError(f"{family}: hidden must be between 1 and {MAX_HIDDEN} units, got {hidden}")
+    return int(hidden)
+
+
+def _flag(family: str, name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):  # "yes" or 1 in a file is a mistake, not True
+        raise TypeError(f"{family}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _check_weights(family: str, params: Any, shapes: dict[str, tuple[int, ...]]) -> None:
+    got = {k: tuple(jnp.shape(params[k])) for k in shapes if k in params} if isinstance(params, Mapping) else {}
+    if got != shapes:
+        raise ValueError(f"{family}: expected weights {shapes}, got {got or type(params).__name__}")
 
 
 def _ppo_fn(params, r, A):
@@ -25,9 +65,12 @@ def _ppo_fn(params, r, A):
 
 def ppo(eps: float = 0.2) -> Drift:
     """PPO's clip objective as a drift: ``ReLU((r - clip(r, 1-eps, 1+eps)) * A)`` (paper eq. 6)."""
-    if not eps > 0:
-        raise ValueError(f"ppo: eps must be > 0, got {eps}")
+    _positive("ppo", "eps", eps)
     return Drift("ppo", _ppo_fn, {"eps": jnp.asarray(eps, dtype=float)}, family="ppo")
+
+
+def _check_ppo_params(params: Mapping[str, Any]) -> None:
+    _positive("ppo", "eps", params["eps"])
 
 
 def _dpo_fn(params, r, A):
@@ -41,10 +84,15 @@ def _dpo_fn(params, r, A):
 
 def dpo(alpha: float = 2.0, beta: float = 0.6) -> Drift:
     """Discovered Policy Optimisation's drift (paper eq. 9, ``alpha = 2``, ``beta = 0.6``)."""
-    if not (alpha > 0 and beta > 0):
-        raise ValueError(f"dpo: alpha and beta must be > 0, got alpha={alpha}, beta={beta}")
+    _check_dpo_params({"alpha": alpha, "beta": beta})
     params = {"alpha": jnp.asarray(alpha, dtype=float), "beta": jnp.asarray(beta, dtype=float)}
     return Drift("dpo", _dpo_fn, params, family="dpo")
+
+
+def _check_dpo_params(params: Mapping[str, Any]) -> None:
+    # alpha and beta divide inside tanh(x / alpha): zero gives NaN, a negative one breaks f >= 0
+    _positive("dpo", "alpha", params["alpha"])
+    _positive("dpo", "beta", params["beta"])
 
 
 def lpo_features(r: jax.Array, A: jax.Array, t: jax.Array | None = None) -> jax.Array:
@@ -79,19 +127,18 @@ def lpo(hidden: int = 128, temporal: bool = False, params: Any = None, seed: int
     ``ReLU(net(x) - 1e-6 + PPO(r, A))`` with the eight ratio/advantage features ``x`` of
     :func:`lpo_features`. ``temporal=True`` gives TA-LPO (training progress ``t`` times each input).
     With ``init_scale=0`` (default) the output layer starts at zero so the drift is exactly PPO's
-    (minus the 1e-6 shift); pass ``params`` to use meta-learned weights.
+    (minus the 1e-6 shift); pass ``params`` to use meta-learned weights. ``eps`` (> 0) is the PPO term's
+    clip range; ``hidden`` is at most :data:`MAX_HIDDEN`.
     """
+    hidden, temporal = _hidden("lpo", hidden), _flag("lpo", "temporal", temporal)
+    eps = _positive("lpo", "eps", eps)  # eps <= 0 would make f(1, A) = -eps A, not 0
     n_in = 16 if temporal else 8
     if params is None:
         params = lpo_init(jax.random.PRNGKey(seed), hidden=hidden, temporal=temporal, init_scale=init_scale)
+    _check_weights("lpo", params, {"w1": (n_in, hidden), "w2": (hidden, 1)})
     name = "ta-lpo" if temporal else "lpo"
-    drift = Drift(name, _lpo_fn_factory(temporal, eps), params, temporal=temporal, family="lpo",
-                  kwargs={"hidden": hidden, "temporal": temporal, "eps": eps})
-    if params["w1"].shape != (n_in, hidden) or params["w2"].shape != (hidden, 1):
-        raise ValueError(
-            f"lpo: expected w1 {(n_in, hidden)} and w2 {(hidden, 1)}, got {params['w1'].shape} and {params['w2'].shape}"
-        )
-    return drift
+    return Drift(name, _lpo_fn_factory(temporal, eps), params, temporal=temporal, family="lpo",
+                 kwargs={"hidden": hidden, "temporal": temporal, "eps": eps})
 
 
 def lpo_init(key: jax.Array, hidden: int = 128, temporal: bool = False, init_scale: float = 0.0) -> dict:
@@ -117,6 +164,7 @@ def _lpo_zero_fn_factory(temporal: bool) -> Callable:
 
 def lpo_zero(hidden: int = 256, temporal: bool = False, params: Any = None, seed: int = 0) -> Drift:
     """LPO-Zero: two hidden layers of ReLU units, no biases, no PPO term (learned from scratch)."""
+    hidden, temporal = _hidden("lpo_zero", hidden), _flag("lpo_zero", "temporal", temporal)
     n_in = 16 if temporal else 8
     if params is None:
         k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
@@ -125,6 +173,7 @@ def lpo_zero(hidden: int = 256, temporal: bool = False, params: Any = None, seed
             "w2": (jax.random.normal(k2, (hidden, hidden)) * jnp.sqrt(2.0 / hidden)).astype(float),
             "w3": (jax.random.normal(k3, (hidden, 1)) * jnp.sqrt(1.0 / hidden)).astype(float),
         }
+    _check_weights("lpo_zero", params, {"w1": (n_in, hidden), "w2": (hidden, hidden), "w3": (hidden, 1)})
     name = "ta-lpo-zero" if temporal else "lpo-zero"
     return Drift(name, _lpo_zero_fn_factory(temporal), params, temporal=temporal, family="lpo_zero",
                  kwargs={"hidden": hidden, "temporal": temporal})
@@ -149,8 +198,8 @@ def from_callable(fn: Callable, name: str | None = None) -> Drift:
     return Drift(name or getattr(fn, "__name__", "custom"), wrapped, {}, temporal=temporal)
 
 
-register_family("ppo", ppo)
-register_family("dpo", dpo)
+register_family("ppo", ppo, check_params=_check_ppo_params)
+register_family("dpo", dpo, check_params=_check_dpo_params)
 register_family("lpo", lambda hidden=128, temporal=False, eps=0.2: lpo(hidden=hidden, temporal=temporal, eps=eps))
 register_family("lpo_zero", lambda hidden=256, temporal=False: lpo_zero(hidden=hidden, temporal=temporal))
 

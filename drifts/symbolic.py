@@ -5,12 +5,14 @@
   :mod:`ast` (which only builds a tree), every node is checked against a whitelist (numbers, the
   symbols ``r``, ``A``, ``t``, ``pi``, ``E``, arithmetic, comparisons, and the functions in
   :data:`FUNCTIONS`), and sympy objects are built from the checked tree. Anything else (attribute access,
-  subscripts, strings, lambdas, unknown names, huge numeric powers) is a ``ValueError``.
+  subscripts, strings, lambdas, unknown names, huge numeric powers, constants that are not finite real
+  numbers) is a ``ValueError``. Everything it accepts converts to JAX.
 * :func:`check_drift_symbolic` proves the three drift conditions where it can and otherwise searches
   for a numeric counterexample; it never reports ``proved`` without a proof.
 * :func:`to_jax` turns an expression into a :class:`~drifts.base.Drift` of family ``"expression"``
-  (saved as its string form), :func:`to_sympy` / :func:`from_closed_form` give the closed forms of the
-  built-in PPO and DPO drifts.
+  (compiled from the parsed expression; saved as sympy's printing of it, which drift files parse back
+  with the same whitelist but size limits that allow the exact numbers sympy prints),
+  :func:`to_sympy` / :func:`from_closed_form` give the closed forms of the built-in PPO and DPO drifts.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import dataclasses
 import functools
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -42,7 +45,24 @@ MAX_DEPTH = 60
 MAX_EXPONENT = 100  # |numeric exponent| allowed in a power
 MAX_DIGITS = 60  # digits in a numeric literal
 
-_ALLOWED_CHARS = re.compile(r"^[A-Za-z0-9_.+\-*/(),<>=&|~ \t\n]*$")
+
+@dataclasses.dataclass(frozen=True)
+class _Limits:
+    chars: int
+    nodes: int
+    depth: int
+    digits: int | None  # None: literals are bounded by ``chars`` only
+
+
+# What a person types. Drift files hold sympy's printing of an already parsed expression instead, which
+# can legitimately be longer: exact rationals (0.1234... * 0.1234... prints 60+ digit integers), clip()
+# printed as Min(Max(..)), where() as Piecewise((..)). Those are parsed with roomier, still finite limits.
+_TYPED = _Limits(MAX_CHARS, MAX_NODES, MAX_DEPTH, MAX_DIGITS)
+_PRINTED = _Limits(4 * MAX_CHARS, 4 * MAX_NODES, 2 * MAX_DEPTH, None)
+_FLOAT_MAX = sp.Integer(int(sys.float_info.max))
+_MAX_BITS = 10_000  # exact numerators and denominators: about 3000 digits, below Python's 4300-digit printing limit
+
+_ALLOWED_CHARS = re.compile(r"^[A-Za-z0-9_.+\-*/(),<>=!&|~ \t\n]*$")
 
 
 def _relu(x):
@@ -74,14 +94,20 @@ _PIECEWISE = "Piecewise"
 def parse_expression(text: str) -> sp.Expr:
     """Parse a drift expression in ``r``, ``A`` (and ``t``) safely; raise ``ValueError`` on anything else.
 
-    Accepted: numbers, ``r A t pi E``, ``+ - * / **``, unary minus, comparisons and ``& | ~`` inside
-    conditions, ``Piecewise((expr, cond), ..., (expr, True))`` and the functions of :data:`FUNCTIONS`
-    (``Max Min Abs log exp tanh sqrt sign Heaviside relu clip where square log1p``).
+    Accepted: numbers, ``r A t pi E``, ``+ - * / **``, unary minus, comparisons (``< <= > >= == !=``,
+    ``Eq(a, b)``, ``Ne(a, b)``) and ``& | ~`` inside conditions, ``Piecewise((expr, cond), ..., (expr, True))``
+    and the functions of :data:`FUNCTIONS` (``Max Min Abs log exp tanh sqrt sign Heaviside relu clip where
+    square log1p``). The result's constants are finite real numbers, so it always converts with
+    :func:`to_jax`.
     """
+    return _parse(text, _TYPED)
+
+
+def _parse(text: str, limits: _Limits) -> sp.Expr:
     if not isinstance(text, str):
         raise TypeError(f"expected an expression string, got {type(text).__name__}")
-    if len(text) > MAX_CHARS:
-        raise ValueError(f"expression too long ({len(text)} characters, limit {MAX_CHARS})")
+    if len(text) > limits.chars:
+        raise ValueError(f"expression too long ({len(text)} characters, limit {limits.chars})")
     if not text.strip():
         raise ValueError("empty expression")
     if not _ALLOWED_CHARS.match(text):
@@ -93,23 +119,52 @@ def parse_expression(text: str) -> sp.Expr:
     depth = 0
     for c in text:
         depth += (c == "(") - (c == ")")
-        if depth > MAX_DEPTH:
-            raise ValueError(f"expression nested too deeply (more than {MAX_DEPTH} parentheses)")
+        if depth > limits.depth:
+            raise ValueError(f"expression nested too deeply (more than {limits.depth} parentheses)")
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except (SyntaxError, RecursionError, MemoryError, ValueError) as err:
         raise ValueError(f"cannot parse expression {text[:80]!r}: {err}") from None
     n_nodes = sum(1 for _ in ast.walk(tree))
-    if n_nodes > MAX_NODES:
-        raise ValueError(f"expression too large ({n_nodes} syntax nodes, limit {MAX_NODES})")
-    return _Builder(text.strip()).expr(tree.body)
+    if n_nodes > limits.nodes:
+        raise ValueError(f"expression too large ({n_nodes} syntax nodes, limit {limits.nodes})")
+    return _check_constants(_Builder(text.strip(), limits.digits).expr(tree.body))
+
+
+def _check_constants(e: sp.Expr) -> sp.Expr:
+    """Refuse constants no float64 drift can hold, which sympy's own arithmetic can create from valid text
+    (``sqrt(-r)`` is ``I*sqrt(r)``, ``log(0)`` is ``zoo``, ``1e300*1e300`` an integer of 601 digits)."""
+    for n in e.atoms(sp.Rational):  # first: printing a huge integer (for a message) can itself fail
+        if max(abs(n.p).bit_length(), n.q.bit_length()) > _MAX_BITS:
+            raise ValueError(f"a numeric constant in the expression needs more than {_MAX_BITS * 3 // 10} digits "
+                             "to write exactly (e.g. a product of many literals like 1e-300); simplify the numbers")
+        if abs(n) > _FLOAT_MAX:
+            raise ValueError(f"a numeric constant in the expression, about 1e{_log10(n)}, is larger than float64 "
+                             f"allows (about {sys.float_info.max:.3g}); scale it down")
+    if e.has(sp.I):
+        raise ValueError(f"expression {_short(e)!r} has the imaginary unit I (a square root or power of a "
+                         "negative number); drifts are real-valued: take Abs(...) first")
+    if e.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+        raise ValueError(f"expression {_short(e)!r} has an undefined or infinite constant (e.g. log(0), "
+                         "0**-1 or 0*log(0)); remove it")
+    return e
+
+
+def _log10(n: sp.Rational) -> int:
+    return round((abs(n.p).bit_length() - n.q.bit_length()) * math.log10(2))
+
+
+def _short(e: sp.Basic, n: int = 80) -> str:
+    text = sp.sstr(e)
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 class _Builder:
     """Build sympy objects from a whitelisted ``ast`` tree (never evaluates Python code)."""
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, max_digits: int | None = MAX_DIGITS):
         self.source = source
+        self.max_digits = max_digits
 
     def fail(self, node: ast.AST, why: str) -> ValueError:
         seg = ast.get_source_segment(self.source, node) or type(node).__name__
@@ -155,8 +210,8 @@ class _Builder:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise self.fail(node, "only numeric constants are allowed")
         seg = ast.get_source_segment(self.source, node) or repr(v)
-        if len(seg) > MAX_DIGITS:
-            raise self.fail(node, f"numeric literal longer than {MAX_DIGITS} characters")
+        if self.max_digits is not None and len(seg) > self.max_digits:
+            raise self.fail(node, f"numeric literal longer than {self.max_digits} characters")
         if isinstance(v, float):
             if not math.isfinite(v):
                 raise self.fail(node, "numeric literal overflows")
@@ -230,7 +285,16 @@ class _Builder:
             return sp.And(a, b) if isinstance(node.op, ast.BitAnd) else sp.Or(a, b)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Invert, ast.Not)):
             return sp.Not(self.cond(node.operand))
-        raise self.fail(node, "a condition must be a comparison (e.g. A >= 0), True, or a combination with & |")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _RELATIONS:
+            # sympy prints a == b and a != b as Eq(a, b) and Ne(a, b): drift files hold that printing
+            if len(node.args) != 2 or node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
+                raise self.fail(node, f"{node.func.id} takes two arguments")
+            return _RELATIONS[node.func.id](self.expr(node.args[0]), self.expr(node.args[1]))
+        raise self.fail(node, "a condition must be a comparison (e.g. A >= 0, r != 1, Eq(r, 1)), True, "
+                              "or a combination with & | ~")
+
+
+_RELATIONS = {"Eq": sp.Eq, "Ne": sp.Ne}
 
 
 def as_expression(expr: str | sp.Basic) -> sp.Expr:
@@ -319,9 +383,12 @@ def _compile(e: sp.Basic) -> Callable[[Mapping[str, Any]], Any]:
 
 
 @functools.lru_cache(maxsize=256)
-def _jax_fn(text: str) -> tuple[Callable, bool]:
-    """One function object per expression string, so jit caches are shared between equal drifts."""
-    expr = parse_expression(text)
+def _jax_fn(expr: sp.Expr) -> tuple[Callable, bool]:
+    """One function object per expression, so jit caches are shared between equal drifts.
+
+    Compiled from the parsed expression itself: re-parsing its printed text would apply the limits on
+    typed input to numbers sympy produced (and fail on text the user never wrote).
+    """
     ev = _compile(expr)
     temporal = t in expr.free_symbols
     if temporal:
@@ -343,14 +410,21 @@ def to_jax(expr: str | sp.Basic, name: str | None = None) -> Drift:
     """
     e = as_expression(expr)
     text = sp.sstr(e)
-    fn, temporal = _jax_fn(text)
+    fn, temporal = _jax_fn(e)
     if name is None:
         name = text if len(text) <= 60 else "expression"
     return Drift(name, fn, {}, temporal=temporal, family="expression", kwargs={"expr": text})
 
 
-def _expression_family(expr: str, **_ignored: Any) -> Drift:
-    return to_jax(expr)
+def _parse_printed(text: Any) -> sp.Expr:
+    """An expression saved by :func:`to_jax` (sympy's printing): same whitelist, roomier size limits."""
+    if not isinstance(text, str):
+        raise TypeError(f"expression: 'expr' must be the expression text (a string), got {type(text).__name__}")
+    return _parse(text, _PRINTED)
+
+
+def _expression_family(expr: Any, **_ignored: Any) -> Drift:
+    return to_jax(_parse_printed(expr))
 
 
 register_family("expression", _expression_family)
@@ -390,7 +464,7 @@ def to_sympy(drift: Drift | str | sp.Basic) -> sp.Expr:
     if drift.family == "dpo":
         return dpo_expression(drift.params["alpha"], drift.params["beta"])
     if drift.family == "expression":
-        return parse_expression(drift.kwargs["expr"])
+        return _parse_printed(drift.kwargs["expr"])
     raise ValueError(f"drift {drift.name!r} (family {drift.family!r}) has no closed form; closed forms exist for "
                      "ppo, dpo and expression drifts (use distill.distill to approximate a network)")
 
@@ -746,7 +820,7 @@ def check_drift_symbolic(expr: str | sp.Basic, *, numeric: bool = True, **check_
 
 def _eval_numpy(expr: sp.Expr, rv: np.ndarray, av: np.ndarray, tv: np.ndarray | float = 0.0) -> np.ndarray:
     """Evaluate an expression on numpy arrays in float64 (used by tests and plots)."""
-    fn, temporal = _jax_fn(sp.sstr(as_expression(expr)))
+    fn, temporal = _jax_fn(as_expression(expr))
     with jax.enable_x64(True):
         args = (jnp.asarray(rv, jnp.float64), jnp.asarray(av, jnp.float64))
         out = fn({}, *args, jnp.asarray(tv, jnp.float64)) if temporal else fn({}, *args)

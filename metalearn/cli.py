@@ -35,27 +35,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from agents.estimators import PPO
-    from metalearn.checkpoint import ConfigMismatchError
-    from metalearn.trainer import MetaTrainer
+def resolve_drift_arg(drift: str):
+    """``--drift``: a genome name first, then a drift file (as ``drifts.get_drift`` does).
 
-    drift = args.drift
+    Names win so that a folder called ``lpo`` (e.g. a previous ``--out lpo``) cannot shadow the genome.
+    """
+    from metalearn.trainer import is_genome_name
+
+    if is_genome_name(drift):
+        return drift
     if Path(drift).suffix == ".drift" or Path(drift).exists():
         from drifts import Drift
 
-        drift = Drift.load(drift)
-    trainer = MetaTrainer(
-        envs=args.env or ["CartPole-v1"], inner=PPO(total_timesteps=args.timesteps), drift=drift,
-        population_size=args.population, generations=args.generations, sigma_init=args.sigma_init,
-        sigma_decay=args.sigma_decay, sigma_limit=args.sigma_limit, learning_rate=args.lr,
-        n_inner_seeds=args.inner_seeds, fitness=args.fitness, n_eval_episodes=args.eval_episodes,
-        eval_every=args.eval_every, checkpoint_dir=args.out, seed=args.seed, progress=not args.quiet,
-        chunk_size=args.chunk_size)
-    try:
+        return Drift.load(drift)
+    return drift  # not a name nor a file: MetaTrainer's validation names the known genomes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from agents.estimators import PPO
+    from metalearn.es import MissingDependencyError
+    from metalearn.trainer import MetaTrainer
+
+    try:  # ConfigMismatchError is a ValueError; MissingDependencyError names the pip command
+        trainer = MetaTrainer(
+            envs=args.env or ["CartPole-v1"], inner=PPO(total_timesteps=args.timesteps),
+            drift=resolve_drift_arg(args.drift), population_size=args.population, generations=args.generations,
+            sigma_init=args.sigma_init, sigma_decay=args.sigma_decay, sigma_limit=args.sigma_limit,
+            learning_rate=args.lr, n_inner_seeds=args.inner_seeds, fitness=args.fitness,
+            n_eval_episodes=args.eval_episodes, eval_every=args.eval_every, checkpoint_dir=args.out, seed=args.seed,
+            progress=not args.quiet, chunk_size=args.chunk_size)
         learned = trainer.fit()
-    except (ConfigMismatchError, ValueError) as err:
+    except (ValueError, OSError, MissingDependencyError) as err:
         print(f"meta-train: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)

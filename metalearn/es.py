@@ -16,17 +16,35 @@ import numpy as np
 import optax
 
 
+class MissingDependencyError(ImportError):
+    """An optional dependency of meta-training (evosax) is not installed; the message says how to add it."""
+
+
 def sigma_schedule(sigma_init: float, sigma_decay: float, sigma_limit: float) -> optax.Schedule:
-    """``sigma_init * sigma_decay**g``, never below ``sigma_limit`` (optax treats end_value as a floor)."""
+    """``sigma_init * sigma_decay**g``, never below ``sigma_limit`` (a floor: it must not exceed ``sigma_init``).
+
+    With ``sigma_decay == 1`` sigma stays at ``sigma_init``: optax treats ``end_value`` as an *upper*
+    bound when the rate is not below 1, which would silently pin sigma at the floor, so none is passed.
+    """
+    floor = float(sigma_limit) if sigma_decay < 1 else None
     return optax.exponential_decay(init_value=float(sigma_init), transition_steps=1, decay_rate=float(sigma_decay),
-                                   end_value=float(sigma_limit))
+                                   end_value=floor)
 
 
 def make_strategy(population_size: int, solution: Any, sigma_init: float, sigma_decay: float, sigma_limit: float,
                   learning_rate: float):
-    """An evosax ``Open_ES`` over pytrees shaped like ``solution`` (the drift's params)."""
-    from evosax.algorithms import Open_ES
-    from evosax.core.fitness_shaping import centered_rank_fitness_shaping_fn
+    """An evosax ``Open_ES`` over pytrees shaped like ``solution`` (the drift's params).
+
+    Raises :class:`MissingDependencyError` (an ``ImportError``) naming the install command when evosax
+    is missing: it is an optional extra, not a core dependency.
+    """
+    try:
+        from evosax.algorithms import Open_ES
+        from evosax.core.fitness_shaping import centered_rank_fitness_shaping_fn
+    except ImportError as err:
+        raise MissingDependencyError(
+            f"meta-training needs evosax 0.3 ({err}); install the 'meta' extra: pip install -e \".[meta]\" from a "
+            "source checkout, or pip install \"mirrorlearn[meta]\"") from err
 
     return Open_ES(
         population_size=int(population_size),

@@ -167,12 +167,36 @@ def random_policy_return(env: JaxEnv, n_episodes: int, key: jax.Array) -> float:
     return float(np.mean(np.asarray(run(key))))
 
 
-def normalise(returns: np.ndarray, random_return: float, reference_return: float) -> np.ndarray:
-    """``(R - random) / (reference - random)``: 0 = random policy, 1 = the starting drift (PPO for LPO).
+# The smallest normalisation scale, as a fraction of the returns' magnitude. When the starting drift
+# does not clearly beat a random policy, ``reference - random`` is noise (or negative); dividing by it
+# would let that one environment's scores swamp the others in the mean over environments.
+MIN_SCALE_FRACTION = 0.1
 
-    The denominator is floored (1e-3 of the scale) so a reference no better than random cannot blow
-    the scores up; the floor is visible in the baselines stored with the run.
+
+def normalisation_scale(random_return: float, reference_return: float) -> float:
+    """The denominator of :func:`normalise`: ``reference - random``, floored at 10% of the returns' magnitude.
+
+    The floor is ``MIN_SCALE_FRACTION * max(|random|, |reference|, 1)``. A reference clearly above
+    random (the normal case) is not floored, so its scale is exactly ``reference - random``; one that
+    is below, equal or only marginally above random (an inner budget too small to learn anything)
+    gets the floor, which keeps that environment's scores of order one like every other environment's.
     """
-    scale = max(abs(random_return), abs(reference_return), 1.0)
-    denom = max(reference_return - random_return, 1e-3 * scale)
-    return (np.asarray(returns, dtype=np.float64) - random_return) / denom
+    floor = MIN_SCALE_FRACTION * max(abs(random_return), abs(reference_return), 1.0)
+    return max(reference_return - random_return, floor)
+
+
+def is_floored(random_return: float, reference_return: float) -> bool:
+    """Whether the starting drift is too close to (or below) random for ``reference - random`` to be the scale."""
+    return normalisation_scale(random_return, reference_return) != reference_return - random_return
+
+
+def normalise(returns: np.ndarray, random_return: float, reference_return: float) -> np.ndarray:
+    """``(R - random) / scale``: 0 = random policy, 1 = the starting drift (PPO for LPO).
+
+    ``scale`` is ``reference - random`` whenever the starting drift clearly beats a random policy; it
+    is floored at 10% of the returns' magnitude otherwise (:func:`normalisation_scale`), so a
+    non-informative environment cannot dominate the mean over environments. The trainer warns when
+    the floor applies and stores the scale with the run's baselines.
+    """
+    scale = normalisation_scale(random_return, reference_return)
+    return (np.asarray(returns, dtype=np.float64) - random_return) / scale

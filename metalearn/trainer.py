@@ -13,7 +13,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,12 @@ from metalearn import es as es_lib
 from metalearn import inner as inner_lib
 
 GENOMES = ("lpo", "ta-lpo", "lpo_zero", "dpo")
+GENOME_ALIASES = {"lpo-zero": "lpo_zero"}
+
+
+def is_genome_name(name: Any) -> bool:
+    """Whether ``name`` names a genome (case-insensitive), so that it wins over a file of that name."""
+    return isinstance(name, str) and (name.lower() in GENOMES or name.lower() in GENOME_ALIASES)
 
 
 def resolve_genome(drift: str | Drift, seed: int = 0) -> Drift:
@@ -43,11 +50,10 @@ def resolve_genome(drift: str | Drift, seed: int = 0) -> Drift:
                              f"(e.g. drifts.lpo(), drifts.dpo()) or one of {GENOMES}")
         return drift
     builders = {"lpo": lambda: lpo(seed=seed), "ta-lpo": lambda: lpo(temporal=True, seed=seed),
-                "lpo_zero": lambda: lpo_zero(seed=seed), "lpo-zero": lambda: lpo_zero(seed=seed),
-                "dpo": lambda: dpo()}
-    if not isinstance(drift, str) or drift.lower() not in builders:
+                "lpo_zero": lambda: lpo_zero(seed=seed), "dpo": lambda: dpo()}
+    if not is_genome_name(drift):
         raise ValueError(f"unknown drift genome {drift!r}; use one of {GENOMES} or pass a parametrised Drift")
-    return builders[drift.lower()]()
+    return builders[GENOME_ALIASES.get(drift.lower(), drift.lower())]()
 
 
 def _params_digest(params: Any) -> str:
@@ -62,6 +68,50 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
+def env_list(envs: Any) -> list:
+    """``envs`` as a list: one environment (an id string or an environment object) becomes ``[envs]``."""
+    from agents.envs import JaxEnv
+
+    # A JaxEnv is a dataclass (not iterable) but strings are iterable: test both before iterating.
+    if isinstance(envs, (str, JaxEnv)) or not isinstance(envs, Iterable):
+        return [envs]
+    return list(envs)
+
+
+def check_inner(inner: Any) -> None:
+    """Refuse an ``inner`` that is not an estimator; warn when the estimator's own drift will be ignored.
+
+    The inner loop takes only the estimator's hyperparameters (``inner.make_config(env)``); the drift it
+    trains with is always the evolved genome (``drift=``).
+    """
+    from agents.estimators import PPO
+
+    if inner is None:
+        return
+    if not callable(getattr(inner, "make_config", None)):
+        raise TypeError(f"inner must be an estimator such as PPO(total_timesteps=100_000), got {type(inner).__name__} "
+                        f"{inner!r}; it supplies the inner PPO's hyperparameters (a PPOConfig's settings go in "
+                        "as PPO(**settings), a budget as PPO(total_timesteps=...))")
+    if not isinstance(inner, PPO):
+        warnings.warn(f"inner={type(inner).__name__}(...) supplies only hyperparameters: its drift is ignored and "
+                      "every inner run trains with the evolved genome (MetaTrainer(drift=...)); pass PPO(...) with "
+                      "the same settings to silence this", UserWarning, stacklevel=5)
+
+
+def check_checkpoint_dir(folder: Any) -> None:
+    """Refuse a ``checkpoint_dir`` that is (or lies inside) an existing regular file, before any training."""
+    if folder is None:
+        return
+    path = Path(folder)
+    for p in (path, *path.parents):  # the nearest existing ancestor must be a folder for mkdir to succeed
+        if p.exists():
+            if not p.is_dir():
+                where = "is" if p == path else f"lies inside {str(p)!r}, which is"
+                raise ValueError(f"checkpoint_dir {str(path)!r} {where} an existing file, not a folder; give a "
+                                 "folder path (--out), which is created if missing and resumed if it holds a run")
+            return
+
+
 class MetaTrainer:
     """Open-ES over a drift's parameters with PPO as the inner loop (the paper's LPO discovery).
 
@@ -70,8 +120,16 @@ class MetaTrainer:
     ``history_`` (one dict per generation), ``drift_``, ``baselines_``, ``generation_``.
 
     ``fitness="eval"`` scores a trained policy by ``n_eval_episodes`` deterministic episodes,
-    ``"train"`` by its training returns over the last 10% of updates. ``chunk_size`` bounds how many
-    members train at once (memory); it must divide ``population_size`` and does not change results.
+    ``"train"`` by its training returns over the last 10% of updates. Scores are normalised per
+    environment, 0 = a random policy and 1 = the starting drift, then averaged over environments; where
+    the starting drift is not clearly above random (too small an inner budget) the scale is floored at
+    10% of the returns' magnitude and a warning names the environment (:func:`metalearn.inner.normalise`).
+    ``chunk_size`` bounds how many members train at once (memory); it must divide ``population_size``
+    and does not change results.
+
+    ``envs`` is a list of environment ids or objects (one alone is taken as ``[env]``); ``inner`` an
+    estimator whose hyperparameters the inner runs use (default ``PPO(total_timesteps=100_000)``); the
+    drift they train with is always the evolved genome ``drift``.
     """
 
     def __init__(self, envs: Sequence[Any] = ("CartPole-v1",), inner: Any = None, drift: str | Drift = "lpo", *,
@@ -117,6 +175,10 @@ class MetaTrainer:
         if not (self.sigma_init > 0 and self.sigma_limit > 0 and 0 < self.sigma_decay <= 1):
             raise ValueError("need sigma_init > 0, sigma_limit > 0 and 0 < sigma_decay <= 1, got "
                              f"{self.sigma_init}, {self.sigma_limit}, {self.sigma_decay}")
+        if self.sigma_limit > self.sigma_init:  # a floor above the start would replace sigma_init altogether
+            raise ValueError(f"sigma_limit={self.sigma_limit} > sigma_init={self.sigma_init}: sigma_limit is the floor "
+                             "the decaying sigma never goes below, so it must not exceed sigma_init; lower sigma_limit "
+                             "(or raise sigma_init)")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if self.fitness not in inner_lib.FITNESS_MODES:
@@ -127,9 +189,10 @@ class MetaTrainer:
                              f"population_size={p}")
         if not _is_int(self.seed) or isinstance(self.seed, bool):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
-        envs = [self.envs] if isinstance(self.envs, str) else list(self.envs)
-        if not envs:
+        if not env_list(self.envs):
             raise ValueError("envs is empty: give at least one environment id, e.g. envs=['CartPole-v1']")
+        check_inner(self.inner)
+        check_checkpoint_dir(self.checkpoint_dir)
 
     def _setup(self) -> dict:
         """Resolve environments, inner configurations, genome and strategy (no training yet)."""
@@ -137,9 +200,8 @@ class MetaTrainer:
         from agents.estimators import PPO
 
         self._validate()
-        env_specs = [self.envs] if isinstance(self.envs, str) else list(self.envs)
         envs = []
-        for spec in env_specs:
+        for spec in env_list(self.envs):
             env = make_env(spec)
             if not isinstance(env, JaxEnv):
                 raise ValueError(f"meta-training needs JAX-native environments (gymnax, Brax); {spec!r} is "
@@ -185,6 +247,10 @@ class MetaTrainer:
             history = list(stored["meta"]["history"])
             baselines = stored["meta"]["baselines"]
             start = int(stored["meta"]["generation"])
+            if start > int(self.generations):
+                warnings.warn(f"{folder} already holds {start} generations, more than the {self.generations} requested; "
+                              f"nothing is trained and the result is the {start}-generation one (use another "
+                              "checkpoint_dir / --out for a shorter run)", UserWarning, stacklevel=2)
             self._log(f"resuming {folder} at generation {start}/{self.generations}")
         else:
             key, k_init = jax.random.split(jax.random.PRNGKey(int(self.seed)))
@@ -193,6 +259,7 @@ class MetaTrainer:
             baselines = self._measure_baselines(s)
             if folder is not None:
                 self._checkpoint(folder, s, 0, state, key, history, baselines)
+        _warn_floored_baselines(baselines)
         self.baselines_ = baselines
 
         for gen in range(start, int(self.generations)):
@@ -280,15 +347,25 @@ class MetaTrainer:
         return float(np.mean(scores)), returns
 
     def _measure_baselines(self, s: dict) -> dict:
-        """Per env: a random policy's return and the starting drift's return (on the reference seeds)."""
+        """Per env: a random policy's return, the starting drift's return (on the reference seeds) and the
+        normalisation scale (see :func:`metalearn.inner.normalise`).
+
+        Raises ``ValueError`` when the starting drift has no finite return on an env (for
+        ``fitness="train"``: no episode ended in the last 10% of updates), since every member's fitness
+        would then be NaN and the ES would learn nothing.
+        """
         t0 = time.perf_counter()
         keys = self._reference_keys()
         out = {}
-        for env, fn in zip(s["envs"], s["fns"], strict=True):
+        for env, config, fn in zip(s["envs"], s["configs"], s["fns"], strict=True):
             rand = inner_lib.random_policy_return(env, 64, jax.random.fold_in(jax.random.PRNGKey(int(self.seed)), 7))
             ref = inner_lib.run_population(fn, self._replicate(s["genome"].params), keys, s["chunk"], s["mesh"])
-            out[env.id] = {"random": rand, "reference": float(np.nanmean(ref)),
-                           "reference_sem": float(np.nanstd(ref) / math.sqrt(max(1, np.isfinite(ref).sum())))}
+            if not np.isfinite(ref).any():
+                raise ValueError(_no_reference_message(self.fitness, env, config, s["genome"].name))
+            reference = float(np.nanmean(ref))  # some NaN seeds are fine, as NaN members count as worst
+            out[env.id] = {"random": rand, "reference": reference,
+                           "reference_sem": float(np.nanstd(ref) / math.sqrt(max(1, np.isfinite(ref).sum()))),
+                           "scale": inner_lib.normalisation_scale(rand, reference)}
             self._log(f"baseline {env.id}: random policy {rand:.1f}, starting drift ({s['genome'].name}) "
                       f"{out[env.id]['reference']:.1f} +- {out[env.id]['reference_sem']:.1f} "
                       f"({time.perf_counter() - t0:.1f} s incl. compile)")
@@ -325,6 +402,35 @@ class MetaTrainer:
     def _log(self, message: str) -> None:
         if self.progress:
             print(f"[meta-train] {message}", file=sys.stderr, flush=True)
+
+
+def _no_reference_message(fitness: str, env, config, drift_name: str) -> str:
+    """Why the starting drift scored NaN on ``env``, and what to change."""
+    if fitness != "train":
+        return (f"the starting drift ({drift_name}) scored NaN/inf on {env.id} in every reference run, so no member "
+                "can be compared with it; its training diverged. Check the drift and the inner hyperparameters")
+    n_last = max(1, config.num_updates // 10)
+    window = n_last * config.num_steps
+    # Enough updates that the last 10% span one full episode per environment.
+    need = 10 * math.ceil(env.max_episode_steps / config.num_steps) * config.batch_size
+    return (f"fitness='train' scores a run by the returns of episodes that end in its last 10% of updates, but no "
+            f"episode of the starting drift ({drift_name}) ended there on {env.id}: that window is {n_last} update(s) "
+            f"x {config.num_steps} steps = {window} steps per environment, and {env.id}'s episodes last up to "
+            f"{env.max_episode_steps} steps. Every member would score NaN. Raise the inner budget (e.g. "
+            f"PPO(total_timesteps={need}) or more; --timesteps on the command line) or use fitness='eval' (--fitness eval)")
+
+
+def _warn_floored_baselines(baselines: dict) -> None:
+    """Warn for each env whose starting drift is not clearly above random (its scale is the floor)."""
+    for env_id, b in baselines.items():
+        if inner_lib.is_floored(b["random"], b["reference"]):
+            warnings.warn(
+                f"{env_id}: the starting drift's return ({b['reference']:.1f}) is not clearly above the random "
+                f"policy's ({b['random']:.1f}), so its fitness is normalised by the floor scale "
+                f"{inner_lib.normalisation_scale(b['random'], b['reference']):.1f} (10% of the returns' magnitude) "
+                f"instead of their difference, and this env carries little signal. Raise the inner budget "
+                "(PPO(total_timesteps=...), --timesteps) until the starting drift learns on it", UserWarning,
+                stacklevel=3)
 
 
 def _strong_types(state):

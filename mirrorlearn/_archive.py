@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
@@ -46,15 +47,30 @@ def flatten_tree(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
 
 
 def unflatten_tree(flat: Mapping[str, np.ndarray]) -> dict:
-    """Inverse of :func:`flatten_tree`."""
+    """Inverse of :func:`flatten_tree`.
+
+    Raises :class:`ArchiveError` when a name is used both for a value and for a group of values
+    (``"a"`` and ``"a/b"``), which :func:`flatten_tree` never writes: a foreign or corrupted file.
+    """
     tree: dict = {}
     for path, value in flat.items():
         node = tree
         parts = path.split("/")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise _name_clash("/".join(parts[: depth + 1]), path)
+        if parts[-1] in node:  # "a/b" came first, so "a" is already a group
+            raise _name_clash(path, path + "/...")
         node[parts[-1]] = value
     return tree
+
+
+def _name_clash(value_name: str, group_name: str) -> ArchiveError:
+    return ArchiveError(
+        f"array names {value_name!r} and {group_name!r} clash: {value_name!r} is both a value and a group "
+        "of values. The file was not written by mirrorlearn or is corrupted; re-create it."
+    )
 
 
 def write_archive(path: str | os.PathLike, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Path:
@@ -87,12 +103,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _file_mode(path))  # mkstemp creates 0600; a saved file gets the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _file_mode(path: Path) -> int:
+    """The mode of the file being replaced, or what ``open()`` would give a new one (0666 less the umask)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def read_archive(path: str | os.PathLike, kind: str, max_version: int) -> tuple[dict, dict[str, np.ndarray]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from datetime import datetime
@@ -14,22 +15,54 @@ import numpy as np
 
 def _out_dir(path: str | None, command: str) -> Path:
     out = Path(path) if path else Path("runs") / f"{command}-{datetime.now():%Y%m%d-%H%M%S}"
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is an existing file, not a folder; name a folder for the outputs")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def file_stem(name: str, taken: set[str]) -> str:
+    """A file-name-safe, unique stem for a drift name (expressions hold '/', '*', spaces, ...)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:60] or "drift"
+    unique, i = stem, 2
+    while unique in taken:
+        unique, i = f"{stem}-{i}", i + 1
+    taken.add(unique)
+    return unique
+
+
+def _run_into(out: Path, existed: bool, work) -> list[dict]:
+    """Run ``work()``; if it fails, leave no empty output folder behind (one this command created)."""
+    try:
+        return work()
+    except BaseException:
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
 
 def _agent_for(drift: str, args) -> object:
     from agents.estimators import DPO, LPO, PPO, MirrorAgent
 
     kwargs = dict(args.overrides, total_timesteps=args.timesteps, n_seeds=args.seeds, seed=args.seed,
-                  progress=not args.quiet)
+                  progress=not args.quiet, check_drift=not args.no_check_drift)
     classes = {"ppo": PPO, "dpo": DPO, "lpo": LPO}
     if drift.lower() in classes:
         return classes[drift.lower()](**kwargs)
     return MirrorAgent(drift=drift, **kwargs)
 
 
-def _train_one(drift: str, args, out: Path) -> dict:
+def _train_one(drift: str, args, out: Path, taken: set[str]) -> dict:
     from mirrorlearn.reporting import smooth_returns
 
     agent = _agent_for(drift, args)
@@ -39,7 +72,8 @@ def _train_one(drift: str, args, out: Path) -> dict:
     ev = agent.evaluate(n_episodes=args.eval_episodes, seed=args.seed + 10_000)
     per_seed = ev["returns"].mean(axis=1)
     name = agent.drift_.name
-    agent.save(out / f"{name}.agent.npz")
+    agent_file = out / f"{file_stem(name, taken)}.agent.npz"
+    agent.save(agent_file)
     curve = smooth_returns(agent.history_["episode_return"])
     return {
         "drift": name,
@@ -54,16 +88,18 @@ def _train_one(drift: str, args, out: Path) -> dict:
         "steps_per_second": agent.num_timesteps_ * agent.n_seeds_ / seconds,
         "curve_x": agent.history_["timesteps"].tolist(),
         "curve_y": curve.tolist(),
-        "agent_file": str(out / f"{name}.agent.npz"),
+        "agent_file": str(agent_file),
     }
 
 
 def _add_training_args(p: argparse.ArgumentParser, default_steps: int) -> None:
     p.add_argument("--env", default="CartPole-v1", help="environment id (gymnax, 'brax:NAME', 'gymnasium:ID')")
-    p.add_argument("--timesteps", type=int, default=default_steps, help="environment steps per seed")
-    p.add_argument("--seeds", type=int, default=4, help="independent seeds, trained in one vmapped call")
+    p.add_argument("--timesteps", type=_positive_int, default=default_steps, help="environment steps per seed")
+    p.add_argument("--seeds", type=_positive_int, default=4, help="independent seeds, trained in one vmapped call")
     p.add_argument("--seed", type=int, default=0, help="base random seed")
-    p.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes per seed")
+    p.add_argument("--eval-episodes", type=_positive_int, default=10, help="evaluation episodes per seed")
+    p.add_argument("--no-check-drift", action="store_true",
+                   help="train even if the drift fails the drift-condition checks (not a Mirror Learning update)")
     p.add_argument("--out", default=None, help="output folder (default: runs/<command>-<time>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
@@ -121,8 +157,9 @@ def cmd_train(argv: list[str]) -> int:
     p.add_argument("--drift", default="dpo", help="ppo | dpo | lpo | a drift file | an expression in r and A")
     _add_training_args(p, 500_000)
     args = _parse_training_args(p, argv)
+    existed = args.out is not None and Path(args.out).exists()
     out = _out_dir(args.out, "train")
-    results = [_train_one(args.drift, args, out)]
+    results = _run_into(out, existed, lambda: [_train_one(args.drift, args, out, set())])
     _write_outputs(results, out, f"{args.drift} on {args.env}")
     print(f"outputs written to {out}")
     return 0
@@ -137,8 +174,13 @@ def cmd_compare(argv: list[str]) -> int:
     p.add_argument("--drifts", nargs="+", default=["ppo", "dpo"], help="drifts to compare")
     _add_training_args(p, 500_000)
     args = _parse_training_args(p, argv)
+    repeated = sorted({d for d in args.drifts if args.drifts.count(d) > 1})
+    if repeated:
+        p.error(f"--drifts: {', '.join(map(repr, repeated))} given more than once; list each drift once")
+    existed = args.out is not None and Path(args.out).exists()
     out = _out_dir(args.out, "compare")
-    results = [_train_one(d, args, out) for d in args.drifts]
+    taken: set[str] = set()
+    results = _run_into(out, existed, lambda: [_train_one(d, args, out, taken) for d in args.drifts])
     _write_outputs(results, out, f"{' vs '.join(args.drifts)} on {args.env}")
     print(f"outputs written to {out}")
     return 0
@@ -206,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[command](rest)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, TypeError, OSError, RuntimeError) as err:
         print(f"mirrorlearn {command}: error: {err}", file=sys.stderr)
         return 1
 

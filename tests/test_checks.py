@@ -209,3 +209,12 @@ def test_ratio_advantage_strategy_and_dpo_nonnegative(pair):
     r, A = pair
     assert r > 0 and -5 <= A <= 5
     assert float(dpo()(r, A)) >= 0.0
+
+
+def test_unknown_name_keeps_did_you_mean_hint():
+    with pytest.raises(ValueError, match="Did you mean 'dpo'") as err:
+        check_drift("dpoo", **FAST)
+    assert "allowed: r, A" not in str(err.value)  # not the parser's list of names
+    with pytest.raises(ValueError, match="empty expression"):
+        check_drift("  ", **FAST)
+    assert check_drift("0", **FAST).valid  # a bare word that parses is still an expression

@@ -258,3 +258,78 @@ def test_evaluate_trains_distilled_and_source_side_by_side(ppo_result):
     out = ppo_result.evaluate("CartPole-v1", total_timesteps=2048, n_seeds=1, n_episodes=2)
     assert set(out) >= {"distilled", "source", "relative_gap"}
     assert np.isfinite(out["distilled"]["mean_return"]) and np.isfinite(out["source"]["mean_return"])
+
+
+def test_displayed_forms_stay_valid_drifts():
+    # Users copy what they see. Rounded naively, a hinge just below 1 moves onto it (a kink at r = 1), and
+    # rounding constants that cancel exactly in the slope at r = 1 leaves a small slope there.
+    from distill.result import _short
+    from drifts import check_drift
+    from drifts.symbolic import parse_expression
+
+    hinge = parse_expression("Max(0, 891139/1000000*A*Max(0, 499996761/500000000 - r) + 381/500*Max(0, 1 - r)**2)")
+    cancel = make_valid(sp.Rational(8511969, 10**12) * sp.tanh(sp.Rational(10341262, 100) * A * (r - 1))
+                        + sp.Rational(-3, 7) * A * (r - 1) ** 3)
+    for expr in (hinge, cancel):
+        shown = _short(expr, 3)
+        assert len(shown.atoms(sp.Float)) >= 1
+        report = check_drift(str(shown))
+        assert report.valid, (str(shown), report.summary())
+    assert "0.9999935" in str(_short(hinge, 3))  # the knot keeps 3 digits of its distance to 1
+
+
+def test_t_is_checked_recorded_and_temporal_source_plotted_at_it():
+    with pytest.raises(ValueError, match="takes no training progress"):
+        distill(dpo(), backend="linear", time_budget=5, t=0.5)
+    from drifts import lpo
+
+    temporal = lpo(temporal=True, init_scale=3.0, seed=1)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        distill(temporal, backend="linear", time_budget=5, t=2.0)
+    res = distill(temporal, backend="linear", time_budget=30, t=1.0, n_samples=600, max_front=1)
+    assert res.settings["t"] == 1.0
+    from distill.plotting import objective_slope
+
+    log_r, a = np.linspace(-0.5, 0.5, 5), np.linspace(-2, 2, 5)
+    at_1 = objective_slope(temporal, log_r, a, t=1.0)
+    at_0 = objective_slope(temporal, log_r, a, t=0.0)
+    assert not np.allclose(at_1, at_0)  # the picture would differ if t were dropped
+
+
+def test_save_json_creates_folders_atomically(ppo_result, tmp_path):
+    path = ppo_result.save_json(tmp_path / "new" / "deeper" / "r.json")
+    assert json.loads(path.read_text())["best"]["valid"]
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # no temporary file left behind
+
+
+def test_record_training_pairs_rejects_a_non_traceable_drift_up_front():
+    from distill import record_training_pairs
+
+    with pytest.raises(TypeError, match="JAX-traceable"):
+        record_training_pairs(lambda r, A: np.abs(r - 1) ** 2, "CartPole-v1", 100, total_timesteps=2048)
+
+
+def test_integration_of_fitted_slopes_counts_against_the_time_budget(monkeypatch):
+    # A backend without native slopes must have each fitted slope integrated symbolically (sandboxed,
+    # up to 10 s each): that must fit in time_budget, and say so when nothing could be integrated.
+    import time as _time
+
+    from distill import construct, core
+
+    class SlopeOnly:
+        name, native_derivative = "slope-only", False
+
+        def fit(self, task):
+            return [A * (r - 1) * k for k in range(1, 7)]
+
+    def slow_integration(p, timeout=10.0):
+        _time.sleep(timeout)
+        return None
+
+    monkeypatch.setattr(construct, "integrate_slope", slow_integration)
+    start = _time.perf_counter()
+    with pytest.warns(UserWarning, match="could be integrated"):
+        res = core.distill(CLOSED_FORMS["square"], backend=SlopeOnly(), target="derivative", time_budget=4,
+                           n_samples=400, max_front=1)
+    assert _time.perf_counter() - start < 4 + 3  # the budget, plus checks; not 6 x 10 s per branch
+    assert res.front  # the zero drift at least: an honest, empty-handed result

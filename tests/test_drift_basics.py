@@ -69,3 +69,70 @@ def test_get_drift_accepts_safe_expression_strings():
     np.testing.assert_allclose(d(jnp.array([0.5, 1.0, 2.0]), -2.0), [0.5, 0.0, 2.0], atol=1e-6)
     with pytest.raises(ValueError):
         get_drift("__import__('os').system('true')")
+
+
+# ---- drift files that break their family's rules, or are corrupted, are refused with ArchiveError -------
+def _write_drift_file(path, spec, arrays, format_version=1):
+    from mirrorlearn._archive import write_archive
+
+    meta = {"kind": "mirrorlearn.drift", "format_version": format_version, "drift": spec}
+    return write_archive(path, meta, arrays)
+
+
+@pytest.mark.parametrize("spec,arrays,problem", [
+    ({"family": "ppo", "kwargs": {}}, {"params/eps": np.float32(-0.5)}, "eps must be a finite number > 0"),
+    ({"family": "dpo", "kwargs": {}}, {"params/alpha": np.float32(0.0), "params/beta": np.float32(0.6)},
+     "alpha must be a finite number > 0"),
+    ({"family": "lpo", "kwargs": {"hidden": 4, "eps": -0.3}},
+     {"params/w1": np.zeros((8, 4), np.float32), "params/w2": np.zeros((4, 1), np.float32)}, "eps must be"),
+    ({"family": "expression", "kwargs": {"expr": 5}}, {}, "must be the expression text"),
+])
+def test_drift_file_params_must_obey_family_rules(tmp_path, spec, arrays, problem):
+    path = _write_drift_file(tmp_path / "bad.drift", spec, arrays)
+    with pytest.raises(ArchiveError, match=problem) as err:
+        get_drift(path)
+    assert "bad.drift" in str(err.value)
+
+
+@pytest.mark.parametrize("spec,arrays,problem", [
+    ({"family": "ppo", "kwargs": {}}, {"params/eps": np.array("abc")}, "dtype <U3, expected real numbers"),
+    ({"family": "ppo", "kwargs": {}}, {"params/eps": np.complex64(0.2 + 1j)}, "expected real numbers"),
+    ({"family": "ppo", "kwargs": {}}, {"params/eps": np.float32(0.2), "params/eps/x": np.float32(0.1)}, "clash"),
+    ({"family": "lpo", "kwargs": {"hidden": -3}}, {}, "hidden must be between 1 and"),
+    ({"family": "lpo_zero", "kwargs": {"hidden": 10**9}}, {}, "hidden must be between 1 and"),  # no allocation
+    ({"family": "lpo", "kwargs": {"hidden": 4, "temporal": "yes"}}, {}, "temporal must be True or False"),
+    ({"family": ["ppo"], "kwargs": {}}, {}, "family must be a name"),
+])
+def test_corrupted_drift_files_give_archive_errors(tmp_path, spec, arrays, problem):
+    path = _write_drift_file(tmp_path / "bad.drift", spec, arrays)
+    with pytest.raises(ArchiveError, match=problem):
+        get_drift(path)
+
+
+def test_boolean_format_version_is_not_a_version(tmp_path):
+    path = _write_drift_file(tmp_path / "v.drift", {"family": "ppo"}, {"params/eps": np.float32(0.2)},
+                             format_version=True)
+    with pytest.raises(ArchiveError, match="format_version True is not a version"):
+        get_drift(path)
+
+
+def test_constructors_validate_arguments():
+    with pytest.raises(ValueError, match="lpo: eps must be a finite number > 0"):
+        lpo(hidden=4, eps=-0.3)
+    with pytest.raises(TypeError, match="hidden must be a whole number"):
+        lpo(hidden="8")
+    with pytest.raises(ValueError, match="hidden must be between"):
+        lpo_zero(hidden=0)
+    with pytest.raises(TypeError, match="ppo: eps must be a number"):
+        ppo("0.2")
+    with pytest.raises(ValueError, match="expected weights"):
+        lpo(hidden=4, params={"w1": jnp.zeros((8, 4))})
+
+
+def test_unflatten_tree_refuses_a_name_that_is_a_value_and_a_group():
+    from mirrorlearn._archive import unflatten_tree
+
+    assert unflatten_tree({"a/b": 1, "a/c": 2, "d": 3}) == {"a": {"b": 1, "c": 2}, "d": 3}
+    for flat in ({"a": 1, "a/b": 2}, {"a/b": 2, "a": 1}):  # either order
+        with pytest.raises(ArchiveError, match="'a' is both a value and a group"):
+            unflatten_tree(flat)

@@ -166,6 +166,7 @@ def test_two_devices_give_the_same_result(reference, tmp_path):
     (dict(envs=[]), "envs is empty"),
     (dict(drift="lpoo"), "unknown drift genome"),
     (dict(fitness="best"), "fitness"),
+    (dict(sigma_limit=0.05), r"sigma_limit=0.05 > sigma_init=0.04"),
 ])
 def test_bad_configurations_refused(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -202,6 +203,7 @@ def test_sigma_schedule_matches_paper():
     assert float(sched(0)) == pytest.approx(0.04)
     assert float(sched(100)) == pytest.approx(0.04 * 0.999**100, rel=1e-5)
     assert float(sched(5000)) == pytest.approx(0.01)
+    assert float(es_lib.sigma_schedule(0.04, 1.0, 0.01)(100)) == pytest.approx(0.04)  # no decay: no floor either
 
 
 def test_cli_meta_train_writes_outputs_and_resumes(tmp_path, capsys):
@@ -237,3 +239,103 @@ def test_nan_fitness_counts_as_worst_and_is_logged(monkeypatch, capsys):
     assert np.isfinite([record["fitness_mean"], record["fitness_max"], record["fitness_min"]]).all()
     assert all(np.isfinite(x).all() for x in leaves(drift))
     assert "members [2] had NaN/inf fitness; counted as worst" in capsys.readouterr().err
+
+
+def fake_population(reference: float):
+    """A stand-in for ``run_population``: ``reference`` for the baseline's distinct keys, 100 for members."""
+    def run(fn, pop_params, keys, chunk, mesh):
+        n = keys.shape[0]
+        value = reference if np.unique(keys.reshape(n, -1), axis=0).shape[0] > 1 else 100.0
+        return np.full((n, keys.shape[1]), value)
+    return run
+
+
+def test_normalise_floors_an_uninformative_env_and_keeps_normal_ones_exact():
+    from metalearn import inner
+
+    returns = np.array([-1495.0, -1180.9, -1000.0])
+    pendulum = inner.normalise(returns, -1180.9, -1324.0)  # starting drift below random (tiny inner budget)
+    assert inner.is_floored(-1180.9, -1324.0) and np.abs(pendulum).max() < 3  # was ~ -240 with a 1e-3 floor
+    np.testing.assert_array_equal(inner.normalise(np.array([24.6, 75.9, 100.0]), 24.6, 75.9),
+                                  (np.array([24.6, 75.9, 100.0]) - 24.6) / (75.9 - 24.6))
+    assert not inner.is_floored(24.6, 75.9)
+
+
+def test_uninformative_baseline_warns_naming_env_numbers_and_fix(monkeypatch):
+    import metalearn.trainer as trainer
+
+    monkeypatch.setattr(trainer.inner_lib, "run_population", fake_population(reference=10.0))  # random ~ 22
+    mt = tiny(generations=1, eval_every=0)
+    with pytest.warns(UserWarning, match=r"CartPole-v1: the starting drift's return \(10\.0\).*random.*total_timesteps"):
+        mt.fit()
+    b = mt.baselines_["CartPole-v1"]
+    assert b["scale"] == pytest.approx(0.1 * abs(b["random"]))
+    assert mt.history_[0]["fitness_mean"] == pytest.approx((100.0 - b["random"]) / b["scale"])
+
+
+def test_train_fitness_without_finished_episodes_refused_at_baseline(monkeypatch, tmp_path):
+    import metalearn.trainer as trainer
+
+    monkeypatch.setattr(trainer.inner_lib, "run_population", fake_population(reference=np.nan))
+    with pytest.raises(ValueError, match=r"fitness='train'.*CartPole-v1.*total_timesteps=.*fitness='eval'"):
+        tiny(generations=1, fitness="train", checkpoint_dir=tmp_path).fit()
+    assert not (tmp_path / CHECKPOINT_FILE).exists()
+
+
+def test_cli_genome_names_win_over_files(tmp_path, monkeypatch):
+    from drifts import lpo
+    from metalearn.cli import resolve_drift_arg
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lpo").mkdir()  # e.g. left by an earlier `--out lpo`
+    assert resolve_drift_arg("lpo") == "lpo" and resolve_drift_arg("TA-LPO") == "TA-LPO"
+    lpo(hidden=8).save(tmp_path / "mine.drift")
+    assert isinstance(resolve_drift_arg("mine.drift"), Drift)
+
+
+def test_missing_evosax_names_the_install_command(monkeypatch, tmp_path, capsys):
+    from metalearn.cli import main
+
+    monkeypatch.setitem(sys.modules, "evosax.algorithms", None)  # makes `from evosax.algorithms import ...` fail
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[meta\]"'):
+        es_lib.make_strategy(4, {"w": np.zeros(2)}, 0.04, 0.999, 0.01, 0.01)
+    assert main(["--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert 'pip install "mirrorlearn[meta]"' in capsys.readouterr().err
+
+
+def test_checkpoint_dir_that_is_a_file_refused_before_training(tmp_path, capsys):
+    from metalearn.cli import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for folder in (afile, afile / "sub"):
+        with pytest.raises(ValueError, match="existing file, not a folder"):
+            tiny(generations=1, checkpoint_dir=folder).fit()
+    assert main(["--out", str(afile), "--quiet"]) == 2
+    assert "existing file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("inner", [PPO(**INNER).make_config("CartPole-v1"), 1024])
+def test_inner_that_is_not_an_estimator_refused(inner):
+    with pytest.raises(TypeError, match=r"inner must be an estimator such as PPO\(total_timesteps="):
+        MetaTrainer(inner=inner, **TINY).fit()
+
+
+def test_single_env_accepted_and_ignored_inner_drift_warned():
+    from agents.envs import make_env
+    from agents.estimators import DPO
+
+    env = make_env("CartPole-v1")
+    for single in ("CartPole-v1", env):
+        assert [e.id for e in tiny(envs=single)._setup()["envs"]] == ["CartPole-v1"]
+    with pytest.warns(UserWarning, match="DPO.*drift is ignored"):
+        MetaTrainer(inner=DPO(**INNER), **TINY)._validate()
+
+
+def test_fewer_generations_than_checkpoint_warns_and_keeps_it(reference):
+    mt_ref, drift_ref, folder = reference
+    mt = tiny(generations=1, checkpoint_dir=folder)
+    with pytest.warns(UserWarning, match="already holds 3 generations, more than the 1 requested"):
+        drift = mt.fit()
+    assert mt.generation_ == 3
+    assert_same_run(drift, drift_ref, mt.history_, mt_ref.history_)

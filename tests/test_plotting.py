@@ -49,16 +49,38 @@ def test_compare_drifts_side_by_side():
 def test_cli_check_drift_writes_json(tmp_path, capsys):
     assert check_drift_main(["Max(0, (r - 1)**2 * A**2)", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "report.json").read_text())
-    assert data["valid"] and data["symbolic"]["valid"] is True
+    assert data["valid"] and data["symbolic"]["valid"] is True and data["proved"] is True
+    assert "note" not in data
     assert str(tmp_path) in capsys.readouterr().out
     assert check_drift_main(["Abs(r - 1)", "--out", str(tmp_path / "bad")]) == 1
     bad = json.loads((tmp_path / "bad" / "report.json").read_text())
     assert not bad["numeric"]["conditions"]["zero_grad_at_identity"]["passed"]
 
 
-def test_cli_check_drift_rejects_hostile_text(tmp_path):
-    with pytest.raises(SystemExit, match="neither a drift name"):
-        check_drift_main(["__import__('os').system('true')", "--out", str(tmp_path)])
+def test_cli_check_drift_rejects_hostile_text(tmp_path, capsys):
+    assert check_drift_main(["__import__('os').system('true')", "--out", str(tmp_path)]) == 2
+    assert "not allowed" in capsys.readouterr().err
+
+
+def test_cli_check_drift_errors_exit_2_with_one_message(tmp_path, capsys):
+    # exit 1 means "invalid"; a malformed expression or an unknown name is an error (2), as in distill
+    assert check_drift_main(["Max(0, (r-1)**2", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("was never closed") == 1
+    assert check_drift_main(["dpoo", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean 'dpo'" in err and "allowed: r, A" not in err and err.count("dpoo") == 1
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_cli_check_drift_says_when_validity_is_not_proved(tmp_path, capsys):
+    # a kink at r = 1 only for A near 0.1234, between the numeric grid points: sympy cannot decide it
+    text = "Abs(r-1)*Max(0, 1 - 1000000*(A-0.1234)**2)"
+    assert check_drift_main([text, "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["valid"] is True and data["proved"] is False and data["symbolic"]["valid"] is None
+    assert "not proved" in data["note"] and "zero_grad_at_identity" in data["note"]
+    assert "warning: valid numerically only, not proved" in capsys.readouterr().out
 
 
 def test_cli_plot_drift(tmp_path, capsys):
@@ -66,6 +88,21 @@ def test_cli_plot_drift(tmp_path, capsys):
     files = sorted(p.name for p in tmp_path.glob("*.png"))
     assert "compare.png" in files and "drift_ppo.png" in files and len(files) == 3
     assert str(tmp_path) in capsys.readouterr().out
+
+
+def test_cli_plot_drift_names_are_unique(tmp_path):
+    ppo().save(tmp_path / "sub" / "ppo.drift")  # same stem as the name "ppo": must not overwrite its picture
+    argv = ["ppo", str(tmp_path / "sub" / "ppo.drift"), "--out", str(tmp_path / "pl"), "--dpi", "20"]
+    assert plot_drift_main(argv) == 0
+    files = json.loads((tmp_path / "pl" / "plots.json").read_text())["files"]
+    assert [f.rsplit("/", 1)[-1] for f in files] == ["drift_ppo.png", "drift_ppo-2.png", "compare.png"]
+    # expressions that share their first 40 slug characters
+    from drifts.cli import _slug, _unique
+
+    taken: set = set()
+    long = "(r - 1)**2 * A**2 * (1 + 0*r*A*A*A*A*A*A*A*A*A*A*A)"
+    names = [_unique(_slug(x), taken) for x in (long, long + " + 0", long + " + 1")]
+    assert len(set(names)) == 3 and names[1] == names[0] + "-2" and names[2] == names[0] + "-3"
 
 
 def test_cli_help(capsys):

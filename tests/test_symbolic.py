@@ -169,3 +169,44 @@ def _agree_params(c1, c2, c3, k, wrap):
 def test_valid_by_construction_proved(c, p, g):
     rep = check_drift_symbolic(f"Max(0, {c}*(r - 1)**{p}*{g})", numeric=False)
     assert rep.valid is True, str(rep)
+
+
+# ---- everything the parser accepts converts to JAX and survives a drift file ------------------------------
+@pytest.mark.parametrize("text", [
+    "Piecewise((0, r == 1), ((r - 1)**2, True))",
+    "Piecewise(((r - 1)**2, r != 1), (0, True))",
+    "Piecewise(((r - 1)**2, Ne(r, 1) & Eq(A, A)), (0, True))",
+    # sympy folds this into a 61-digit integer: longer than a typed literal may be, but not typed
+    "0.1234567890123456789012345678901*0.1234567890123456789012345678901*(r - 1)**2",
+])
+def test_accepted_expressions_convert_and_roundtrip(text, tmp_path):
+    d = to_jax(text)
+    e = get_drift(d.save(tmp_path / "e.drift"))
+    rv, av = jnp.array([0.5, 1.0, 2.0]), jnp.array([-1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(np.asarray(e(rv, av)), np.asarray(d(rv, av)))
+    assert to_sympy(e) == parse_expression(text)
+
+
+def test_eq_condition_checks_numerically():
+    assert check_drift("Piecewise((0, r == 1), ((r - 1)**2, True))", **FAST).valid
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("r*1e300*1e300*(r - 1)**2", "larger than float64"),
+    ("sqrt(-r)*(r - 1)**2", "imaginary unit"),
+    ("log(0)*(r - 1)**2", "undefined or infinite"),
+    ("*".join(["1e-300"] * 20) + "*r", "digits to write exactly"),
+    ("Piecewise((0, Eq(r)), (1, True))", "Eq takes two arguments"),
+])
+def test_constants_no_drift_can_hold_are_refused_when_parsed(text, problem):
+    with pytest.raises(ValueError, match=problem):
+        parse_expression(text)
+
+
+def test_drift_file_expression_must_parse_with_the_whitelist(tmp_path):
+    from mirrorlearn._archive import ArchiveError, write_archive
+
+    meta = {"kind": "mirrorlearn.drift", "format_version": 1,
+            "drift": {"family": "expression", "kwargs": {"expr": "__import__('os')"}}}
+    with pytest.raises(ArchiveError, match="e.drift: invalid arguments for drift family 'expression'"):
+        get_drift(write_archive(tmp_path / "e.drift", meta, {}))
