@@ -19,7 +19,7 @@ import numpy as np
 from agents.config import PPOConfig
 from agents.core import ObsStats, init_params
 from agents.envs import ActionSpec, JaxEnv
-from drifts.base import Drift, drift_from_spec
+from drifts.base import Drift, checked_params, drift_from_spec
 from mirrorlearn._archive import ArchiveError, flatten_tree, read_archive, unflatten_tree, write_archive
 
 AGENT_FILE_KIND = "mirrorlearn.agent"
@@ -51,6 +51,11 @@ def save_agent(agent, path: str | os.PathLike) -> Path:
     from mirrorlearn import __version__
 
     drift = agent.drift_
+    env_meta = {"id": agent.env_id_, "family": getattr(agent.env_, "family", "unknown"),
+                "preset": getattr(agent.env_, "preset", "classic"), **agent.env_spaces_}
+    problem = _estimator_params_problem(agent, spaces_env(env_meta))
+    if problem:
+        raise ValueError(f"cannot save this agent: {problem}; fix it with set_params before saving")
     try:
         drift_spec = drift.to_spec()
     except ValueError as err:
@@ -66,8 +71,7 @@ def save_agent(agent, path: str | os.PathLike) -> Path:
         "estimator_params": _json_params(agent),
         "config": agent.config_.to_dict(),
         "drift": drift_spec,
-        "env": {"id": agent.env_id_, "family": getattr(agent.env_, "family", "unknown"),
-                "preset": getattr(agent.env_, "preset", "classic"), **agent.env_spaces_},
+        "env": env_meta,
         "n_seeds": agent.n_seeds_,
         "host_normalizer": bool(getattr(agent, "reward_stats_", None) is not None),
     }
@@ -99,7 +103,9 @@ def load_agent(path: str | os.PathLike):
         config = PPOConfig.from_dict(meta["config"]).validate()
         env = spaces_env(meta["env"])
         drift = drift_from_spec(meta["drift"], source=source)
-        n_seeds = int(meta["n_seeds"])
+        n_seeds = meta["n_seeds"]
+        if not isinstance(n_seeds, int) or isinstance(n_seeds, bool) or n_seeds < 1:
+            raise ValueError(f"n_seeds must be a positive integer, got {n_seeds!r}")
     except (KeyError, TypeError, ValueError) as err:
         if isinstance(err, ArchiveError):
             raise
@@ -113,32 +119,71 @@ def load_agent(path: str | os.PathLike):
         if policy[key].shape != (n_seeds,) + ref.shape:
             raise ArchiveError(f"{source}: parameter {key} has shape {policy[key].shape}, "
                                f"expected {(n_seeds,) + ref.shape}")
+        if not np.issubdtype(policy[key].dtype, np.floating):
+            raise ArchiveError(f"{source}: parameter {key} has dtype {policy[key].dtype}, expected floats")
         if not np.all(np.isfinite(policy[key])):
             raise ArchiveError(f"{source}: parameter {key} contains NaN or inf")
     drift_params = {k[len("drift/"):]: v for k, v in arrays.items() if k.startswith("drift/")}
     try:
-        from drifts.base import _match_params
-
-        drift = drift.with_params(_match_params(drift.params, unflatten_tree(drift_params), source))
+        drift = drift.with_params(checked_params(drift, unflatten_tree(drift_params), source))
     except ValueError as err:
         raise ArchiveError(str(err)) from None
-    obs_shape = tuple(env.obs_shape)
-    try:
-        stats = ObsStats(jnp.asarray(arrays["obs_stats/mean"]), jnp.asarray(arrays["obs_stats/var"]),
-                         jnp.asarray(arrays["obs_stats/count"]))
-    except KeyError:
-        raise ArchiveError(f"{source}: observation statistics are missing") from None
-    if stats.mean.shape != (n_seeds,) + obs_shape or stats.var.shape != (n_seeds,) + obs_shape:
-        raise ArchiveError(f"{source}: observation statistics do not match the observation shape {obs_shape}")
+    stats = _checked_obs_stats(arrays, n_seeds, tuple(env.obs_shape), source)
 
     klass = classes[meta["estimator"]]
+    if not isinstance(meta.get("estimator_params"), dict):
+        raise ArchiveError(f"{source}: malformed agent metadata (estimator_params is not a mapping)")
     params = {k: v for k, v in meta["estimator_params"].items() if k in klass._param_names()}
     for name in ("hidden_sizes", "value_hidden_sizes"):
-        if params.get(name) is not None:
+        if isinstance(params.get(name), list):  # JSON has no tuples
             params[name] = tuple(params[name])
     agent = klass(**params) if klass is not _estimator_classes()["MirrorAgent"] else klass(**{**params, "drift": drift})
+    problem = _estimator_params_problem(agent, env)
+    if problem:
+        raise ArchiveError(f"{source}: invalid saved hyperparameters ({problem}); the file was edited or corrupted")
     history = {k[len("history/"):]: v for k, v in arrays.items() if k.startswith("history/")}
     history.pop("timesteps", None)
     agent._set_fitted(config, env, drift, jax.tree_util.tree_map(jnp.asarray, unflatten_tree(policy)), stats, history)
     agent.env_id_ = meta["env"]["id"]
     return agent
+
+
+def _checked_obs_stats(arrays: dict, n_seeds: int, obs_shape: tuple, source: str) -> ObsStats:
+    """The observation statistics of every seed: right shapes, finite, variances >= 0 and counts > 0
+    (a negative variance would put NaN into every action through its square root)."""
+    try:
+        mean, var, count = (np.asarray(arrays[f"obs_stats/{name}"]) for name in ("mean", "var", "count"))
+    except KeyError:
+        raise ArchiveError(f"{source}: observation statistics are missing") from None
+    if mean.shape != (n_seeds,) + obs_shape or var.shape != (n_seeds,) + obs_shape or count.shape != (n_seeds,):
+        raise ArchiveError(f"{source}: observation statistics have shapes {mean.shape}, {var.shape}, {count.shape}; "
+                           f"expected {(n_seeds,) + obs_shape} for {n_seeds} seeds of observation shape {obs_shape}")
+    for name, value in (("mean", mean), ("var", var), ("count", count)):
+        if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
+            raise ArchiveError(f"{source}: observation statistics {name} has dtype {value.dtype}, expected numbers")
+        if not np.all(np.isfinite(value)):
+            raise ArchiveError(f"{source}: observation statistics {name} contain NaN or inf")
+    if np.any(var < 0) or np.any(count <= 0):
+        raise ArchiveError(f"{source}: observation statistics hold a negative variance or a count <= 0; "
+                           "the file is corrupted: re-save the agent")
+    return ObsStats(jnp.asarray(mean, jnp.float32), jnp.asarray(var, jnp.float32), jnp.asarray(count, jnp.float32))
+
+
+def _estimator_params_problem(agent, env: JaxEnv) -> str | None:
+    """What is wrong with the agent's hyperparameters for ``fit``, or None.
+
+    A loaded agent may be re-fitted or cloned, so a bad value is refused when loading, naming the file,
+    rather than deep inside a later ``fit``. Saving checks it too (``set_params`` after ``fit`` can change
+    the values), so every file that saves also loads."""
+    try:
+        agent._validate_run_params()
+        agent.make_config(env)
+        for name in ("progress", "check_drift"):
+            if not isinstance(getattr(agent, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(agent, name)!r}")
+        seed = agent.policy_seed
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"policy_seed must be a non-negative integer, got {seed!r}")
+    except (TypeError, ValueError) as err:
+        return str(err)
+    return None

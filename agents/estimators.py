@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -190,6 +191,7 @@ class MirrorAgent:
 
             return host.fit_host(self, env_adapter)
         config = self.make_config(env_adapter)
+        warn_partial_batch(self, config)
         drift = self.make_drift()
         if self.check_drift:
             verify_drift(drift)
@@ -253,13 +255,28 @@ class MirrorAgent:
             )
         if not np.all(np.isfinite(x)):
             raise ValueError("observation contains NaN or inf")
-        if key is None:
-            self._predict_calls = getattr(self, "_predict_calls", 0) + 1
-            key = jax.random.PRNGKey(hash((int(self.seed), self._predict_calls)) & 0x7FFFFFFF)
+        key = self._predict_key(key)
         params, stats = self._seed_params()
         act = _compiled_policy(self.config_, self._policy_env(), bool(deterministic))
+        empty = len(x) == 0
+        if empty:  # one dummy row gives the actions' dtype and trailing shape; the jitted policy needs a row
+            x = np.zeros((1,) + obs_shape, np.float32)
         action = np.asarray(act(params, stats, jnp.asarray(x), key))
-        return action[0] if single else action
+        return action[:0] if empty else action[0] if single else action
+
+    def _predict_key(self, key: Any) -> jax.Array:
+        """A PRNG key for stochastic actions from None (a fresh one per call), an integer seed or a JAX key."""
+        if key is None:
+            self._predict_calls = getattr(self, "_predict_calls", 0) + 1
+            return jax.random.PRNGKey(hash((int(self.seed), self._predict_calls)) & 0x7FFFFFFF)
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            return jax.random.PRNGKey(int(key))
+        if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.key_data(key)
+        if not (isinstance(key, (jax.Array, np.ndarray)) and key.shape == (2,) and key.dtype == np.uint32):
+            raise ValueError(f"key must be None, an integer seed or a JAX PRNG key such as jax.random.PRNGKey(0), "
+                             f"got {key!r}")
+        return jnp.asarray(key)
 
     def _policy_env(self) -> JaxEnv:
         return self.env_
@@ -357,6 +374,22 @@ class LPO(MirrorAgent):
 
 
 # -- helpers shared by the estimators -------------------------------------------------------------------
+def warn_partial_batch(agent: MirrorAgent, config: PPOConfig) -> None:
+    """Training runs whole updates of num_envs x num_steps samples (purejaxrl's convention), so a budget
+    that is not a multiple of the batch is rounded down. Say so when that drops 1% or more of a budget the
+    user chose (1,000 steps in batches of 512 train 512), not for the usual rounding of a large budget
+    (500,000 train 499,712)."""
+    done = config.num_updates * config.batch_size
+    if agent.total_timesteps is None or config.total_timesteps - done < 0.01 * config.total_timesteps:
+        return
+    warnings.warn(
+        f"total_timesteps={config.total_timesteps} is not a multiple of the batch (num_envs x num_steps = "
+        f"{config.num_envs} x {config.num_steps} = {config.batch_size}): training runs {config.num_updates} whole "
+        f"update{'s' if config.num_updates != 1 else ''}, {done} steps (num_timesteps_). "
+        f"Choose a multiple of {config.batch_size} to silence this.",
+        UserWarning, stacklevel=3)
+
+
 def verify_drift(drift: Drift) -> None:
     """Raise :class:`DriftConditionError` naming the violated condition if ``drift`` is not valid."""
     from drifts.checks import check_drift

@@ -236,9 +236,10 @@ def _final_obs(next_obs: np.ndarray, info: dict, done: np.ndarray) -> np.ndarray
 
 def fit_host(agent, env: HostEnv):
     """Train ``agent.n_seeds`` runs on a host-stepped env; sets the agent's fitted state and returns it."""
-    from agents.estimators import _raise_if_diverged, verify_drift
+    from agents.estimators import _raise_if_diverged, verify_drift, warn_partial_batch
 
     config = host_config(agent, env)
+    warn_partial_batch(agent, config)
     drift = agent.make_drift()
     if agent.check_drift:
         verify_drift(drift)

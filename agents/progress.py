@@ -39,8 +39,10 @@ class ProgressBar:
         if np.isfinite(ret).any():
             self.last_return = float(np.nanmean(ret))
         t0, u0 = self.start
-        sps = (int(update_index) - u0) * self.steps_per_update / max(now - t0, 1e-9)
-        self.bar.set_postfix(ret=f"{self.last_return:.1f}", sps=f"{sps:,.0f}", refresh=False)
+        postfix = {"ret": f"{self.last_return:.1f}"}
+        if int(update_index) > u0:  # a rate needs two callbacks; the first would show sps=0
+            postfix["sps"] = f"{(int(update_index) - u0) * self.steps_per_update / max(now - t0, 1e-9):,.0f}"
+        self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(min(done, self.bar.total) - self.bar.n)
 
     def close(self) -> None:

@@ -124,7 +124,6 @@ class Drift:
         """Read a drift file; :class:`~mirrorlearn._archive.ArchiveError` names the file and the problem."""
         meta, arrays = read_archive(path, DRIFT_FILE_KIND, DRIFT_FILE_VERSION)
         source = str(path)
-        _check_format_version(meta.get("format_version"), source)
         try:
             drift = drift_from_spec(meta.get("drift"), source=source)
             params = unflatten_tree({k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")})
@@ -156,13 +155,6 @@ def drift_from_spec(spec: Any, source: str = "spec") -> Drift:
     if "name" in spec:
         drift = drift.replace(name=str(spec["name"]))
     return drift
-
-
-def _check_format_version(version: Any, source: str) -> None:
-    # read_archive accepts any int, and JSON true is a Python int (bool): neither 0 nor true is a version.
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ArchiveError(f"{source}: format_version {version!r} is not a version number (a whole number "
-                           ">= 1); the file is corrupted or not a mirrorlearn drift file")
 
 
 def checked_params(drift: Drift, loaded: Any, source: str) -> Any:

@@ -149,8 +149,9 @@ def read_archive(path: str | os.PathLike, kind: str, max_version: int) -> tuple[
         got = meta.get("kind") if isinstance(meta, dict) else type(meta).__name__
         raise ArchiveError(f"{path} holds a {got!r}, not a {kind!r}")
     version = meta.get("format_version")
-    if not isinstance(version, int):
-        raise ArchiveError(f"{path} has no valid format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:  # JSON true is a Python int
+        raise ArchiveError(f"{path}: format_version {version!r} is not a version number (a whole number >= 1); "
+                           "the file is corrupted or was not written by mirrorlearn")
     if version > max_version:
         raise ArchiveError(
             f"{path} uses format version {version}, newer than this mirrorlearn understands "

@@ -84,6 +84,71 @@ def test_bad_files_are_refused(fitted, tmp_path):
         MirrorAgent.load(tmp_path / "future.npz")
 
 
+def _rewrite(path, out, edit):
+    """A copy of the agent file at ``path`` with ``edit(meta, arrays)`` applied, written to ``out``."""
+    from mirrorlearn._archive import write_archive
+
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays.pop("__meta__").tobytes())
+    edit(meta, arrays)
+    return write_archive(out, meta, arrays)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m, a: m.update(format_version=True), "format_version True is not a version"),
+    (lambda m, a: m.update(n_seeds=2.5), "n_seeds must be a positive integer"),
+    (lambda m, a: a.update({"drift/alpha": np.asarray(0.0)}), "invalid drift parameters"),
+    (lambda m, a: a.update({"obs_stats/var": -a["obs_stats/var"]}), "negative variance"),
+    (lambda m, a: a.update({"obs_stats/mean": a["obs_stats/mean"] * np.nan}), "mean contain NaN"),
+    (lambda m, a: a.update({"obs_stats/count": a["obs_stats/count"][:1]}), "observation statistics have shapes"),
+    (lambda m, a: m["estimator_params"].update(learning_rate="fast"), "invalid saved hyperparameters.*learning_rate"),
+    (lambda m, a: m["estimator_params"].update(check_drift="yes"), "check_drift must be True or False"),
+    (lambda m, a: m.update(estimator_params=[]), "estimator_params is not a mapping"),
+])
+def test_edited_agent_files_are_refused_naming_the_problem(fitted, tmp_path, edit, message):
+    path = _rewrite(fitted.save(tmp_path / "agent.npz"), tmp_path / "edited.npz", edit)
+    with pytest.raises(ArchiveError, match=message):
+        MirrorAgent.load(path)
+
+
+def test_an_agent_with_invalid_hyperparameters_is_not_saved(fitted, tmp_path):
+    path = fitted.save(tmp_path / "agent.npz")
+    before = path.read_bytes()
+    fitted.set_params(hidden_sizes=64)  # after fit: saving would write a file that cannot be loaded
+    try:
+        with pytest.raises(ValueError, match="cannot save this agent: hidden_sizes"):
+            fitted.save(path)
+    finally:
+        fitted.set_params(hidden_sizes=None)
+    assert path.read_bytes() == before
+
+
+def test_predict_takes_integer_and_jax_keys_and_empty_batches(fitted):
+    obs = np.random.default_rng(1).normal(size=(16, 4)).astype(np.float32)
+    by_int = fitted.predict(obs, deterministic=False, key=7)
+    np.testing.assert_array_equal(by_int, fitted.predict(obs, deterministic=False, key=jax.random.PRNGKey(7)))
+    np.testing.assert_array_equal(by_int, fitted.predict(obs, deterministic=False, key=jax.random.key(7)))
+    with pytest.raises(ValueError, match="key must be None, an integer seed or a JAX PRNG key"):
+        fitted.predict(obs, key="seven")
+    empty = fitted.predict(np.zeros((0, 4)))
+    assert empty.shape == (0,) and empty.dtype == fitted.predict(obs).dtype
+
+
+def test_a_budget_rounded_down_by_a_whole_batch_is_announced():
+    from agents.estimators import warn_partial_batch
+
+    config = PPOConfig(total_timesteps=1_000)  # batches of 4 x 128 = 512: one update, 512 steps
+    with pytest.warns(UserWarning, match="training runs 1 whole update, 512 steps"):
+        warn_partial_batch(PPO(total_timesteps=1_000), config)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_partial_batch(PPO(total_timesteps=500_000), config.replace(total_timesteps=500_000))  # 0.06% less
+        warn_partial_batch(PPO(), config)  # the preset's budget, not the user's
+
+
 def test_save_is_atomic_and_never_pickles(fitted, tmp_path, monkeypatch):
     path = fitted.save(tmp_path / "agent.npz")
     before = path.read_bytes()
