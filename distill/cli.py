@@ -34,20 +34,33 @@ def build_parser(prog: str = "mirrorlearn distill") -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from distill import distill, record_training_pairs
+    from distill.backends import resolve_backend
+    from distill.core import _check_arguments
+    from mirrorlearn._outputs import output_folder, removed_if_empty_on_failure
 
-    try:
-        samples = None
-        if args.record_env is not None:
-            samples = record_training_pairs(args.drift, args.record_env, args.n_samples,
-                                            total_timesteps=args.record_steps, seed=args.seed)
-        result = distill(args.drift, backend=args.backend, time_budget=args.budget, seed=args.seed,
-                         n_samples=args.n_samples, target=args.target, split_advantage=not args.no_split,
-                         max_length=args.max_length, max_front=args.max_front, t=args.t, samples=samples)
+    try:  # everything that can be checked is checked before a recorded run or a search takes minutes
+        _check_arguments(args.budget, args.target, args.max_length, 1e-3, args.max_front)
+        resolve_backend(args.backend)
+        out, existed = output_folder(args.out, lambda: Path("runs/distill"))
     except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with removed_if_empty_on_failure(out, existed):
+            samples = None
+            if args.record_env is not None:
+                try:
+                    samples = record_training_pairs(args.drift, args.record_env, args.n_samples,
+                                                    total_timesteps=args.record_steps, seed=args.seed)
+                except ValueError as err:
+                    raise ValueError(f"recording pairs on --record-env {args.record_env!r} for --record-steps "
+                                     f"{args.record_steps}: {err}") from None
+            result = distill(args.drift, backend=args.backend, time_budget=args.budget, seed=args.seed,
+                             n_samples=args.n_samples, target=args.target, split_advantage=not args.no_split,
+                             max_length=args.max_length, max_front=args.max_front, t=args.t, samples=samples)
+    except (ValueError, TypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     result.save_json(out / "result.json")
     print(result.summary(), file=sys.stderr)
     if result.best is None:

@@ -50,10 +50,10 @@ def _resolve(spec: str):
     return drift, expr
 
 
-def _out_dir(path: str | None, prefix: str) -> Path:
-    out = Path(path) if path else Path(tempfile.mkdtemp(prefix=prefix))
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+def _out_dir(path: str | None, prefix: str) -> tuple[Path, bool]:
+    from mirrorlearn._outputs import output_folder
+
+    return output_folder(path, lambda: Path(tempfile.mkdtemp(prefix=prefix)))
 
 
 def _slug(text: str) -> str:
@@ -125,9 +125,9 @@ def check_drift_main(argv: list[str] | None = None) -> int:
         result["note"] = _unproved_note(sym, expr is None)
         print(f"warning: {result['note']}")
     try:
-        out = _out_dir(args.out, "check-drift-")
+        out = _out_dir(args.out, "check-drift-")[0]
         (out / "report.json").write_text(json.dumps(result, indent=2, default=str))
-    except OSError as err:  # e.g. --out names an existing file
+    except (OSError, ValueError) as err:  # e.g. --out names an existing file
         return _error("check-drift", err)
     print(f"wrote {out / 'report.json'}")
     print(out)
@@ -159,11 +159,13 @@ def plot_drift_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from drifts.plotting import compare_drifts, plot_drift
 
+    if args.dpi < 1:
+        return _error("plot-drift", ValueError(f"--dpi must be a positive integer, got {args.dpi}"))
     try:
         resolved = [_resolve(s)[0] for s in args.drifts]
+        out, _ = _out_dir(args.out, "plot-drift-")
     except (ValueError, TypeError, OSError) as err:
         return _error("plot-drift", err)
-    out = _out_dir(args.out, "plot-drift-")
     written, taken = [], set()
     for spec, drift in zip(args.drifts, resolved, strict=True):
         name = _unique(_slug(spec if not os.path.exists(spec) else Path(spec).stem), taken)

@@ -12,13 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mirrorlearn._outputs import output_folder, removed_if_empty_on_failure
 
-def _out_dir(path: str | None, command: str) -> Path:
-    out = Path(path) if path else Path("runs") / f"{command}-{datetime.now():%Y%m%d-%H%M%S}"
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} is an existing file, not a folder; name a folder for the outputs")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+
+def _out_dir(path: str | None, command: str) -> tuple[Path, bool]:
+    return output_folder(path, lambda: Path("runs") / f"{command}-{datetime.now():%Y%m%d-%H%M%S}")
 
 
 def _positive_int(text: str) -> int:
@@ -39,16 +37,6 @@ def file_stem(name: str, taken: set[str]) -> str:
         unique, i = f"{stem}-{i}", i + 1
     taken.add(unique)
     return unique
-
-
-def _run_into(out: Path, existed: bool, work) -> list[dict]:
-    """Run ``work()``; if it fails, leave no empty output folder behind (one this command created)."""
-    try:
-        return work()
-    except BaseException:
-        if not existed and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        raise
 
 
 def _agent_for(drift: str, args) -> object:
@@ -157,9 +145,9 @@ def cmd_train(argv: list[str]) -> int:
     p.add_argument("--drift", default="dpo", help="ppo | dpo | lpo | a drift file | an expression in r and A")
     _add_training_args(p, 500_000)
     args = _parse_training_args(p, argv)
-    existed = args.out is not None and Path(args.out).exists()
-    out = _out_dir(args.out, "train")
-    results = _run_into(out, existed, lambda: [_train_one(args.drift, args, out, set())])
+    out, existed = _out_dir(args.out, "train")
+    with removed_if_empty_on_failure(out, existed):
+        results = [_train_one(args.drift, args, out, set())]
     _write_outputs(results, out, f"{args.drift} on {args.env}")
     print(f"outputs written to {out}")
     return 0
@@ -177,10 +165,10 @@ def cmd_compare(argv: list[str]) -> int:
     repeated = sorted({d for d in args.drifts if args.drifts.count(d) > 1})
     if repeated:
         p.error(f"--drifts: {', '.join(map(repr, repeated))} given more than once; list each drift once")
-    existed = args.out is not None and Path(args.out).exists()
-    out = _out_dir(args.out, "compare")
+    out, existed = _out_dir(args.out, "compare")
     taken: set[str] = set()
-    results = _run_into(out, existed, lambda: [_train_one(d, args, out, taken) for d in args.drifts])
+    with removed_if_empty_on_failure(out, existed):
+        results = [_train_one(d, args, out, taken) for d in args.drifts]
     _write_outputs(results, out, f"{' vs '.join(args.drifts)} on {args.env}")
     print(f"outputs written to {out}")
     return 0

@@ -237,6 +237,23 @@ def test_cli_distils_from_recorded_training_pairs(tmp_path):
     assert result["settings"]["recorded_samples"]
 
 
+def test_cli_checks_its_arguments_before_recording_or_searching(tmp_path, capsys):
+    from distill.cli import main
+
+    (tmp_path / "afile").write_text("")
+    cases = [(["--out", str(tmp_path / "afile")], "existing file, not a folder"),
+             (["--budget", "-1"], "time_budget must be a positive number"),
+             (["--backend", "pysr"], "Julia"), (["--backend", "linaer"], "Did you mean 'linear'")]
+    for extra, message in cases:
+        # --record-steps 10**9 would take hours: each error must come before any training starts
+        argv = ["dpo", "--record-env", "CartPole-v1", "--record-steps", str(10**9), "--out", str(tmp_path / "o")]
+        assert main(argv + extra) == 2
+        assert message in capsys.readouterr().err
+    assert main(["dpo", "--record-env", "CartPole-v1", "--record-steps", "100", "--out", str(tmp_path / "o")]) == 2
+    assert "--record-steps 100: total_timesteps = 100 is less than one batch" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # a failed run leaves no empty output folder behind
+
+
 def test_a_drift_that_is_zero_on_every_sample_is_an_error_not_an_empty_result():
     pairs = (np.linspace(0.9, 1.1, 200), np.linspace(-2, 2, 200))  # all inside PPO's clip region
     with pytest.raises(ValueError, match="0 at every sample"):

@@ -90,6 +90,17 @@ def test_cli_plot_drift(tmp_path, capsys):
     assert str(tmp_path) in capsys.readouterr().out
 
 
+def test_cli_plot_and_check_drift_refuse_a_file_as_out_and_bad_dpi(tmp_path, capsys):
+    (tmp_path / "afile").write_text("kept")
+    assert plot_drift_main(["ppo", "--out", str(tmp_path / "afile")]) == 2
+    assert "existing file, not a folder" in capsys.readouterr().err
+    assert check_drift_main(["ppo", "--no-symbolic", "--out", str(tmp_path / "afile" / "sub")]) == 2
+    assert "cannot create the folder" in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "kept"
+    assert plot_drift_main(["ppo", "--dpi", "0", "--out", str(tmp_path / "p")]) == 2
+    assert "--dpi must be a positive integer" in capsys.readouterr().err
+
+
 def test_cli_plot_drift_names_are_unique(tmp_path):
     ppo().save(tmp_path / "sub" / "ppo.drift")  # same stem as the name "ppo": must not overwrite its picture
     argv = ["ppo", str(tmp_path / "sub" / "ppo.drift"), "--out", str(tmp_path / "pl"), "--dpi", "20"]

@@ -1,0 +1,35 @@
+"""The output folder every command writes to: checked before any work, and not left behind empty."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+def output_folder(path: str | None, default: Callable[[], Path]) -> tuple[Path, bool]:
+    """``--out`` (or ``default()`` when it is None) as a created folder, and whether it existed before.
+
+    Checked up front, so that a bad ``--out`` fails before minutes of training or search rather than
+    after, with the results lost.
+    """
+    out = Path(path) if path else default()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is an existing file, not a folder; name a folder for the outputs")
+    existed = out.is_dir()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out {str(out)!r}: cannot create the folder ({err.strerror or err})") from None
+    return out, existed
+
+
+@contextlib.contextmanager
+def removed_if_empty_on_failure(out: Path, existed: bool) -> Iterator[None]:
+    """If the work inside fails, remove ``out`` when this command created it and wrote nothing there."""
+    try:
+        yield
+    except BaseException:
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
