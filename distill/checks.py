@@ -104,9 +104,11 @@ SYMBOLIC_TIMEOUT_S = 15.0
 
 
 def _symbolic_job(text: str) -> dict:
-    from drifts.symbolic import check_drift_symbolic
+    from drifts.symbolic import _parse_printed, check_drift_symbolic
 
-    return check_drift_symbolic(text, numeric=False).to_dict()
+    # sympy's own printing of a candidate, not typed input: exact rationals and high-precision floats
+    # may print longer than the 60-digit literals a person is allowed to type
+    return check_drift_symbolic(_parse_printed(text), numeric=False).to_dict()
 
 
 def symbolic_verdict(expr: sp.Expr, timeout: float = SYMBOLIC_TIMEOUT_S) -> SymbolicVerdict:

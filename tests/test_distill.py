@@ -350,3 +350,15 @@ def test_integration_of_fitted_slopes_counts_against_the_time_budget(monkeypatch
                            n_samples=400, max_front=1)
     assert _time.perf_counter() - start < 4 + 3  # the budget, plus checks; not 6 x 10 s per branch
     assert res.front  # the zero drift at least: an honest, empty-handed result
+
+
+def test_symbolic_check_of_a_candidate_is_not_held_to_typed_input_limits():
+    # exact rationals from sympy's arithmetic print longer than the 60-digit literals a person may type
+    import sympy as sp
+
+    from distill.checks import symbolic_verdict
+    from drifts.symbolic import SYMBOLS
+
+    r, A = SYMBOLS["r"], SYMBOLS["A"]
+    verdict = symbolic_verdict(sp.Max(0, (r - 1) ** 2 * A**2 * sp.Rational(10**70 + 1, 10**70)))
+    assert verdict.valid is True
