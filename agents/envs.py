@@ -195,14 +195,17 @@ def make_env(env: Any) -> Any:
             raise ValueError(f"unknown environment family {prefix!r} in {env!r}; known: gymnax, {', '.join(_RESOLVERS)}")
         if env in _gymnax_ids():
             return _gymnax_by_id(env)
-        for resolver in _RESOLVERS.values():
+        close = difflib.get_close_matches(env, _gymnax_ids(), n=3, cutoff=0.5)
+        for prefix, resolver in _RESOLVERS.items():
             try:
                 return resolver(env)
-            except KeyError:
-                continue
+            except KeyError as err:  # its message may carry the family's own close matches
+                text = str(err.args[0]) if err.args else ""
+                if "Did you mean " in text:
+                    close += [f"{prefix}:{c.strip(chr(39))}" for c in
+                              text.split("Did you mean ", 1)[1].rstrip("?").split(", ")]
         candidates = _gymnax_ids() + [f"{p}:..." for p in _RESOLVERS]
-        close = difflib.get_close_matches(env, _gymnax_ids(), n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        hint = f" Did you mean {', '.join(repr(c) for c in close[:4])}?" if close else ""
         raise ValueError(
             f"unknown environment id {env!r}.{hint} Known JAX ids: {', '.join(candidates[:12])}, ...; "
             "prefix with 'gymnax:', 'brax:' or 'gymnasium:' to choose a family."
@@ -218,6 +221,8 @@ def make_env(env: Any) -> Any:
             return resolver(env)
         except (KeyError, TypeError):
             continue
+    if isinstance(env, type):
+        raise TypeError(f"got the class {env.__name__}, not an environment: pass an instance, e.g. {env.__name__}()")
     raise TypeError(
         f"cannot train on a {type(env).__name__}: pass an environment id string, a gymnax environment, "
         "a Brax environment, a gymnasium.Env or a gymnasium.vector.VectorEnv"

@@ -39,6 +39,12 @@ class DriftConditionError(ValueError):
     """The drift violates a Mirror Learning drift condition (see ``drifts.check_drift``)."""
 
 
+def _check_seed(name: str, value: Any) -> None:
+    # Gymnasium refuses negative seeds, so they are refused for every family alike (and 1.7 is not a seed)
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 0 <= value < 2**32:
+        raise ValueError(f"{name} must be an integer in [0, 2**32), got {value!r}")
+
+
 def _plain(value: Any) -> Any:
     """A numpy scalar as the Python number it holds (grid searches built with ``np.arange`` pass them)."""
     return value.item() if isinstance(value, np.generic) else value
@@ -167,6 +173,9 @@ class MirrorAgent:
             if isinstance(sizes, str) or not isinstance(sizes, Sequence | np.ndarray):
                 raise ValueError(f"{name} must be a sequence of positive integers such as (64, 64), got {sizes!r}")
             overrides[name] = tuple(_plain(h) for h in sizes)
+        user_vec_envs = len(getattr(env, "env_fns", ()))
+        if "num_envs" not in overrides and user_vec_envs > 1:  # a user's vector env of N sub-envs trains N
+            overrides["num_envs"] = user_vec_envs
         config = preset(getattr(env, "preset", "classic"), **overrides).validate()
         if config.network == "minatar" and len(env.obs_shape) != 3:
             raise ValueError(f"network='minatar' (a convolutional torso) needs image observations of shape (H, W, C); "
@@ -178,8 +187,7 @@ class MirrorAgent:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        _check_seed("seed", self.seed)
 
     # -- training -----------------------------------------------------------------------------------
     def fit(self, env: Any) -> MirrorAgent:
@@ -288,8 +296,9 @@ class MirrorAgent:
         ``(n_seeds, n_episodes)`` and mean/std over all of them.
         """
         self._check_fitted("evaluate")
-        if not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
+        if not isinstance(n_episodes, (int, np.integer)) or isinstance(n_episodes, bool) or n_episodes < 1:
             raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")
+        _check_seed("seed", seed)
         if env is None:
             reusable = getattr(self.env_, "reset", None) is not None or getattr(self.env_, "make_vec", None)
             env = self.env_ if reusable else self.env_id_

@@ -90,39 +90,75 @@ def _step_guard_class():
     import gymnasium as gym
 
     class StepGuard(gym.Wrapper):
-        """Re-raise any exception from ``reset``/``step`` as :class:`EnvStepError` with where it happened."""
+        """Re-raise any exception from ``reset``/``step`` as :class:`EnvStepError` with where it happened,
+        and check what the env returns (the Gymnasium API, the observation's shape, finite numbers) so
+        that a broken env is named here, not blamed on the drift or failing inside numpy later."""
 
         def __init__(self, env, env_id: str, index: int):
             super().__init__(env)
             self._where = (env_id, index)
             self._episode = 0
             self._step = 0
+            space = env.observation_space
+            self._obs_shape = tuple(getattr(space, "shape", None) or ())
+            act = env.action_space
+            # a Box of shape () is learnt as shape (1,): give the env back the shape it declared
+            self._scalar_action = isinstance(act, gym.spaces.Box) and tuple(act.shape) == ()
 
         def _fail(self, what: str, err: Exception):
             env_id, index = self._where
             raise EnvStepError(
                 f"environment {env_id!r} (sub-environment {index}) raised {type(err).__name__}: {err} "
-                f"in {what} at episode {self._episode}, step {self._step}; training stopped and nothing was saved"
+                f"in {what} at episode {self._episode}, step {self._step}; the run stopped and nothing was saved"
             ) from err
+
+        def _check_obs(self, what: str, obs):
+            try:
+                x = np.asarray(obs, dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                self._fail(what, ValueError(f"the observation is not numeric ({err})"))
+            if x.shape != self._obs_shape:
+                self._fail(what, ValueError(f"the observation has shape {x.shape}, but observation_space "
+                                            f"{self.env.observation_space} declares {self._obs_shape}"))
+            if not np.all(np.isfinite(x)):
+                self._fail(what, ValueError(f"the observation contains NaN or inf: {obs!r}"))
 
         def reset(self, **kwargs):
             self._episode += 1
             self._step = 0
             try:
-                return self.env.reset(**kwargs)
+                out = self.env.reset(**kwargs)
             except EnvStepError:
                 raise
             except Exception as err:  # noqa: BLE001 - any user env error is reported with its location
                 self._fail("reset()", err)
+            if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
+                self._fail("reset()", TypeError(
+                    "reset() must return (observation, info) with info a dict (the Gymnasium >= 0.26 API), got "
+                    f"{type(out).__name__}; an old Gym env needs gymnasium's compatibility wrapper (shimmy)"))
+            self._check_obs("reset()", out[0])
+            return out
 
         def step(self, action):
             self._step += 1
+            if self._scalar_action:
+                action = np.reshape(action, ())
             try:
-                return self.env.step(action)
+                out = self.env.step(action)
             except EnvStepError:
                 raise
             except Exception as err:  # noqa: BLE001
                 self._fail("step()", err)
+            if not (isinstance(out, tuple) and len(out) == 5):
+                self._fail("step()", TypeError(
+                    "step() must return (observation, reward, terminated, truncated, info) (the Gymnasium >= 0.26 "
+                    f"API), got {type(out).__name__} of length {len(out) if isinstance(out, tuple) else '?'}; an "
+                    "old Gym env needs gymnasium's compatibility wrapper (shimmy)"))
+            self._check_obs("step()", out[0])
+            reward = np.asarray(out[1])
+            if reward.shape != () or not np.issubdtype(reward.dtype, np.number) or not np.isfinite(reward):
+                self._fail("step()", ValueError(f"the reward must be one finite number, got {out[1]!r}"))
+            return out
 
     return StepGuard
 
@@ -151,6 +187,11 @@ def action_spec_from_space(space) -> tuple[ActionSpec, int]:
     if isinstance(space, spaces.Discrete):
         return ActionSpec("discrete", n=int(space.n)), int(space.start)
     if isinstance(space, spaces.Box):
+        if not np.issubdtype(space.dtype, np.floating):
+            raise UnsupportedSpaceError(
+                f"unsupported action space {space!r}: a Box of {space.dtype} values; the Gaussian policy samples "
+                "real numbers, so use a float Box (rounding in a gymnasium.wrappers.TransformAction if the env "
+                "needs integers) or a Discrete space")
         shape = tuple(int(s) for s in space.shape) or (1,)
         low = np.broadcast_to(np.asarray(space.low, np.float64), shape).reshape(-1)
         high = np.broadcast_to(np.asarray(space.high, np.float64), shape).reshape(-1)
@@ -237,10 +278,32 @@ class _MakeById:
 
 
 def _env_name(env) -> str:
+    """``gymnasium:<id>`` when ``gym.make(id)`` re-creates this very environment, else ``custom:<...>``.
+
+    The name is what a saved agent keeps to re-create its environment for ``evaluate()``. An env made with
+    other arguments (``gym.make("Pendulum-v1", g=0.0)``), another time limit or extra wrappers is a
+    different task under the same id, so it is named ``custom:`` and a loaded agent asks for it instead
+    of quietly evaluating on the default one.
+    """
     spec = getattr(env, "spec", None)
-    if spec is not None and getattr(spec, "id", None):
+    if spec is not None and getattr(spec, "id", None) and _rebuilds_from_id(spec):
         return f"gymnasium:{spec.id}"
-    return f"custom:{type(getattr(env, 'unwrapped', env)).__name__}"
+    what = getattr(spec, "id", None) or type(getattr(env, "unwrapped", env)).__name__
+    return f"custom:{what}"
+
+
+def _rebuilds_from_id(spec) -> bool:
+    import gymnasium as gym
+
+    try:
+        default = gym.spec(spec.id)
+    except gym.error.Error:
+        return False
+    def task_kwargs(s):  # render_mode changes what is drawn, not the task
+        return {k: v for k, v in (s.kwargs or {}).items() if k != "render_mode"}
+
+    return (not spec.additional_wrappers and not default.additional_wrappers
+            and task_kwargs(spec) == task_kwargs(default) and spec.max_episode_steps == default.max_episode_steps)
 
 
 def _copier(env) -> Callable[[], Any]:
@@ -293,6 +356,13 @@ def from_vector_env(vec) -> HostEnv:
     """A ``gymnasium.vector.VectorEnv``: rebuilt from its ``env_fns`` in ``SAME_STEP`` mode, same sync/async kind."""
     import gymnasium as gym
 
+    if isinstance(vec, gym.vector.VectorWrapper):
+        raise UnsupportedSpaceError(
+            f"cannot train on a vector env wrapped by {type(vec).__name__}: mirrorlearn rebuilds vector envs from "
+            "their sub-environments (to use SAME_STEP autoreset), so vector-level wrappers would be silently "
+            "dropped. Wrap each sub-environment instead: gym.make_vec(id, n, wrappers=[...]), or wrappers "
+            "inside the env_fns of a SyncVectorEnv/AsyncVectorEnv"
+        )
     env_fns = _vector_env_fns(vec)
     if not env_fns:
         raise ValueError(
@@ -303,17 +373,12 @@ def from_vector_env(vec) -> HostEnv:
     obs_shape = obs_shape_from_space(vec.single_observation_space)
     action_spec, start = action_spec_from_space(vec.single_action_space)
     _check_discrete_start(start, vec.single_action_space)
-    spec = getattr(vec, "spec", None)
-    name = f"gymnasium:{spec.id}" if spec is not None and getattr(spec, "id", None) else None
-    if name is None:
-        probe = env_fns[0]()
-        try:
-            name = _env_name(probe)
-            max_steps = int(getattr(getattr(probe, "spec", None), "max_episode_steps", None) or 0)
-        finally:
-            probe.close()
-    else:
-        max_steps = int(spec.max_episode_steps or 0)
+    probe = env_fns[0]()  # the name and time limit of what actually trains: a sub-environment
+    try:
+        name = _env_name(probe)
+        max_steps = int(getattr(getattr(probe, "spec", None), "max_episode_steps", None) or 0)
+    finally:
+        probe.close()
     vectorization = "async" if isinstance(vec, gym.vector.AsyncVectorEnv) else "sync"
     return HostEnv(
         id=name, obs_shape=obs_shape, action_spec=action_spec, env_fns=tuple(env_fns), max_episode_steps=max_steps,
@@ -342,8 +407,14 @@ def _vector_env_fns(vec) -> tuple[Callable[[], Any], ...]:
         return tuple(functools.partial(gym.make, s) for s in subs)
     spec = getattr(vec, "spec", None)
     if spec is not None and getattr(spec, "id", None) in gym.registry:
+        if (spec.kwargs or {}).get("wrappers"):
+            raise UnsupportedSpaceError(
+                f"cannot train on {spec.id!r} made by gym.make_vec with wrappers=: this id has its own vectorised "
+                "implementation, whose sub-environments mirrorlearn cannot wrap; pass "
+                f"gym.make_vec({spec.id!r}, n, vectorization_mode='sync', wrappers=[...]) instead")
         kwargs = {k: v for k, v in (spec.kwargs or {}).items() if k not in _VECTOR_ONLY_KWARGS}
-        return (functools.partial(gym.make, spec.id, **kwargs),)
+        # one factory per sub-environment, so that training uses as many as the user's vector env has
+        return (functools.partial(gym.make, spec.id, **kwargs),) * max(1, int(getattr(vec, "num_envs", 1)))
     return ()
 
 

@@ -15,6 +15,7 @@ one in ``info["final_obs"]``, which bootstraps the value on truncation (not on t
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -41,10 +42,7 @@ from agents.gymnasium_env import HostEnv
 
 def host_config(agent, env: HostEnv) -> PPOConfig:
     """The family preset plus the agent's overrides; a user's vector env of N sub-envs sets ``num_envs=N``."""
-    config = agent.make_config(env)
-    if agent.num_envs is None and len(env.env_fns) > 1:
-        config = config.replace(num_envs=len(env.env_fns)).validate()
-    return config
+    return agent.make_config(env)
 
 
 def _compiled_parts(config: PPOConfig, env: HostEnv, drift_fn: Any, temporal: bool):
@@ -390,6 +388,9 @@ def _rollout(vec, env, config, policy_step, params, stats, obs, ep_ret, act_keys
     return (traj, _stack(raws), finished, n_done), obs, ep_ret, keys[0]
 
 
+UNCAPPED_EVAL_STEPS = 100_000  # where evaluation cuts off episodes of an env without a time limit
+
+
 def evaluate_host(agent, env: HostEnv, n_episodes: int, seed: int) -> np.ndarray:
     """Deterministic returns ``(n_seeds, n_episodes)``: the first episode of each sub-environment.
 
@@ -401,7 +402,7 @@ def evaluate_host(agent, env: HostEnv, n_episodes: int, seed: int) -> np.ndarray
     n_seeds = agent.n_seeds_
     act = _compiled_policy(agent.config_, agent._policy_env(), True)
     act_all = jax.jit(jax.vmap(act, in_axes=(0, 0, 0, None)))
-    horizon = int(env.max_episode_steps or 0) or 100_000
+    horizon = int(env.max_episode_steps or 0) or UNCAPPED_EVAL_STEPS
     vec = env.make_vec(n_seeds * n_episodes, vectorization="sync")
     returns = np.zeros((n_seeds * n_episodes,), np.float64)
     alive = np.ones((n_seeds * n_episodes,), bool)
@@ -419,4 +420,9 @@ def evaluate_host(agent, env: HostEnv, n_episodes: int, seed: int) -> np.ndarray
                 break
     finally:
         vec.close()
+    if alive.any():  # only without a time limit: the env's own cap ends every episode first
+        warnings.warn(
+            f"{int(alive.sum())} of {alive.size} evaluation episodes on {env.id!r} had not ended after {horizon:,} "
+            "steps, so their returns are cut off there; the environment has no time limit: wrap it in "
+            "gymnasium.wrappers.TimeLimit", UserWarning, stacklevel=3)
     return returns.reshape(n_seeds, n_episodes)

@@ -488,3 +488,102 @@ def test_host_rollout_falls_back_to_the_jitted_policy(monkeypatch):
     agent = PPO(total_timesteps=2_048, num_envs=4, num_steps=64, seed=1, check_drift=False).fit(PickTheLargest())
     assert np.isfinite(agent.history_["loss"]).all() and agent.history_["loss"].shape == (1, 8)
     assert np.isfinite(agent.history_["approx_kl"]).all()
+
+
+def test_vector_level_wrappers_are_refused_and_vector_envs_keep_their_size():
+    wrapped = gym.wrappers.vector.RescaleAction(gym.make_vec("Pendulum-v1", 2, vectorization_mode="sync"), -1.0, 1.0)
+    with pytest.raises(UnsupportedSpaceError, match="wrapped by RescaleAction.*silently dropped"):
+        PPO().fit(wrapped)  # its actions would be rescaled by the user's env but not by the rebuilt one
+    wrapped.close()
+    native = gym.make_vec("CartPole-v1", 3)  # CartPole's own vectorised implementation, no env_fns
+    assert PPO(total_timesteps=2_048).make_config(make_env(native)).num_envs == 3
+    native.close()
+
+
+def test_only_an_env_that_its_id_re_creates_is_saved_under_that_id():
+    from agents.gymnasium_env import from_env
+
+    assert from_env(gym.make("Pendulum-v1")).id == "gymnasium:Pendulum-v1"
+    assert from_env(gym.make("Pendulum-v1", render_mode="rgb_array")).id == "gymnasium:Pendulum-v1"
+    # another task under the same id: a loaded agent must ask for it, not evaluate on the default one
+    for env in (gym.make("Pendulum-v1", g=0.0), gym.make("Pendulum-v1", max_episode_steps=20),
+                gym.wrappers.NormalizeObservation(gym.make("Pendulum-v1"))):
+        assert from_env(env).id == "custom:Pendulum-v1"
+
+
+def test_integer_box_actions_are_refused():
+    class IntegerActions(ReachTheTarget):
+        action_space = spaces.Box(0, 10, (2,), np.int64)
+
+    with pytest.raises(UnsupportedSpaceError, match="int64 values.*float Box"):
+        PPO().fit(IntegerActions())
+
+
+class _Broken(PickTheLargest):
+    """PickTheLargest whose ``reset``/``step`` output is broken the way ``fault`` says (from the first step)."""
+
+    def __init__(self, fault):
+        super().__init__()
+        self.fault = fault
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed)
+        return obs if self.fault == "reset_obs_only" else (obs, info)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        if self.fault == "four_tuple":
+            return obs, reward, terminated or truncated, info
+        if self.fault == "nan_obs":
+            obs = obs * np.nan
+        if self.fault == "wrong_shape":
+            obs = obs[:3]
+        if self.fault == "vector_reward":
+            reward = np.array([reward, reward])
+        return obs, reward, terminated, truncated, info
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("reset_obs_only", r"reset\(\) must return \(observation, info\)"),
+    ("four_tuple", r"step\(\) must return \(observation, reward, terminated, truncated, info\)"),
+    ("nan_obs", r"observation contains NaN or inf"),
+    ("wrong_shape", r"observation has shape \(3,\), but observation_space .* declares \(4,\)"),
+    ("vector_reward", r"reward must be one finite number"),
+])
+def test_an_env_breaking_the_gymnasium_api_is_named_not_blamed_on_the_drift(fault, message):
+    agent = PPO(total_timesteps=64, num_envs=1, num_steps=64, num_minibatches=1, update_epochs=1, check_drift=False)
+    with pytest.raises(EnvStepError, match=r"custom:_Broken.*" + message):
+        agent.fit(_Broken(fault))
+
+
+def test_a_scalar_box_action_reaches_the_env_as_a_scalar():
+    class ScalarAction(ReachTheTarget):
+        action_space = spaces.Box(-1.0, 1.0, (), np.float32)
+
+        def step(self, action):
+            assert self.action_space.contains(np.asarray(action, np.float32)), action
+            return super().step(np.full(2, action))
+
+    agent = PPO(total_timesteps=128, num_envs=2, num_steps=64, num_minibatches=1, update_epochs=1, check_drift=False)
+    assert np.isfinite(agent.fit(ScalarAction()).history_["loss"]).all()
+
+
+def test_seeds_episodes_and_classes_are_checked(discrete_agent):
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*32\)"):
+        PPO(seed=-1).fit("CartPole-v1")
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        discrete_agent.evaluate(PickTheLargest(), seed=1.7)
+    with pytest.raises(ValueError, match="n_episodes must be a positive integer"):
+        discrete_agent.evaluate(PickTheLargest(), n_episodes=True)
+    with pytest.raises(TypeError, match=r"got the class PickTheLargest.*PickTheLargest\(\)"):
+        PPO().fit(PickTheLargest)
+    with pytest.raises(ValueError, match="Did you mean .*'gymnasium:HalfCheetah-v5'"):
+        make_env("HalfCheeta-v5")
+
+
+def test_evaluation_cut_off_by_the_step_cap_is_announced(discrete_agent, monkeypatch):
+    from agents import host
+
+    monkeypatch.setattr(host, "UNCAPPED_EVAL_STEPS", 30)
+    with pytest.warns(UserWarning, match="had not ended after 30 steps.*TimeLimit"):
+        discrete_agent.evaluate(PickTheLargest(horizon=10**9), n_episodes=2)
