@@ -15,16 +15,36 @@ import numpy as np
 from mirrorlearn._archive import atomic_write
 
 
-def open_study(path: str, settings: dict, resume: bool) -> dict:
-    """The results so far (``{"settings": ..., "runs": {...}}``); empty unless resuming the same settings."""
+def open_study(path: str, settings: dict, resume: bool, overwrite: bool = False) -> dict:
+    """The results so far (``{"settings": ..., "runs": {...}}``); empty unless resuming the same settings.
+
+    An existing study file is never replaced by accident (the committed studies are what docs/results.md
+    reports): without ``--resume`` or ``--overwrite`` the script stops and says which flag to pass.
+    """
     file = Path(path)
-    if resume and file.exists():
+    if file.exists() and not overwrite:
         old = json.loads(file.read_text())
+        if not resume:
+            raise SystemExit(f"{path} already holds a study ({old.get('settings')}); pass --out NEW.json for a new "
+                             "one, --resume to finish this one, or --overwrite to replace it")
         if old.get("settings") == settings:
             return old
         raise SystemExit(f"{path} holds a study with other settings ({old.get('settings')}); "
                          "drop --resume or pass --out for a new file")
     return {"settings": settings, "runs": {}}
+
+
+def plot_path(out: str, default_out: str, docs_figure: str) -> str:
+    """The docs figure for the study that docs/results.md shows; beside its JSON for any other."""
+    return docs_figure if Path(out) == Path(default_out) else str(Path(out).with_suffix(".png"))
+
+
+def add_study_args(p, default_out: str, docs_figure: str) -> None:
+    p.add_argument("--resume", action="store_true", help="keep the finished runs of --out and do the rest")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (default: refuse)")
+    p.add_argument("--out", default=default_out)
+    p.add_argument("--plot", default=None, help=f"the learning-curve PNG (default: {docs_figure} for the default "
+                   "--out, else --out with .png, so that a side study never overwrites the docs figure)")
 
 
 def save_study(path: str, results: dict) -> None:

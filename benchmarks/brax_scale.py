@@ -26,7 +26,7 @@ if __name__ == "__main__":
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
     sys.path.append(str(Path(__file__).resolve().parent))
 
-from _study import finite_or_none, make_agent, mean_se, open_study, plot_curves, save_study  # noqa: E402
+from _study import add_study_args, finite_or_none, make_agent, mean_se, open_study, plot_curves, plot_path, save_study  # noqa: E402
 
 
 class CompileClock:
@@ -163,15 +163,15 @@ def main(argv=None) -> dict:
     p.add_argument("--backend", default="spring", help="Brax physics backend")
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--progress", action="store_true", help="print training progress (steps, return, steps/s)")
-    p.add_argument("--resume", action="store_true", help="keep the finished runs of --out and do the rest")
-    p.add_argument("--out", default="benchmarks/results/brax.json")
-    p.add_argument("--plot", default="docs/img/envs_brax.png")
+    add_study_args(p, "benchmarks/results/brax.json", "docs/img/envs_brax.png")
     args = p.parse_args(argv)
+    if args.plot is None:
+        args.plot = plot_path(args.out, p.get_default("out"), "docs/img/envs_brax.png")
 
     labels = [d.split("=", 1)[0] for d in args.drifts]
     settings = {"timesteps": args.timesteps, "seeds": args.seeds, "num_envs": args.num_envs, "backend": args.backend,
                 "eval_episodes": args.eval_episodes, "drifts": args.drifts}
-    results = open_study(args.out, settings, args.resume)
+    results = open_study(args.out, settings, args.resume, args.overwrite)
     clock = CompileClock()
     for name in args.envs:
         for spec, label in zip(args.drifts, labels, strict=True):

@@ -1,6 +1,8 @@
 """Distil the shipped meta-trained LPO and train with the closed forms vs the network, side by side.
 
-    .venv/bin/python benchmarks/distill_shipped_lpo.py            # ~4 min distillation + ~4 min training
+    .venv/bin/python benchmarks/distill_shipped_lpo.py --retrain             # re-train the saved forms, ~4 min
+    .venv/bin/python benchmarks/distill_shipped_lpo.py --tag _new             # distil the 3 CartPole/Breakout
+                                                                              # designs anew, ~15 min in all
 
 The sampling designs, each ``distill(get_drift("lpo"), backend="auto", time_budget=80, seed=0)``:
 
@@ -14,8 +16,9 @@ The sampling designs, each ``distill(get_drift("lpo"), backend="auto", time_budg
   1 seed), the game the MinAtar comparison runs on (a closed form holds where its pairs came from).
 * ``pooled_si_full``: the same, recording over the MinAtar comparison's whole 300k-step run.
 
-``--designs`` picks which to (re)distil; the others' closed forms already in the JSON file are kept.
-``--tag _x`` writes them as ``<design>_x`` (rows and drift files), leaving the earlier ones in place.
+``--designs`` picks which to distil (default: the first three); the others' closed forms already in the
+JSON file are kept. ``--tag _x`` writes them as ``<design>_x`` (rows and drift files), leaving the
+earlier ones in place; replacing a saved drift file, which other studies load, needs ``--overwrite``.
 Every run then re-trains the source and *every* saved closed form, so that all returns in the table
 come from one version of the trainer (training is reproducible within a version, not across versions:
 the source scored 354.7 in session 2 and 324.2 in session 6 at 16,384 steps); ``--retrain`` does only
@@ -72,7 +75,12 @@ def main(argv=None) -> None:
                    "pooled_si": lambda: pooled("SpaceInvaders-MinAtar", 131_072),
                    "pooled_si_full": lambda: pooled("SpaceInvaders-MinAtar", 300_000)}
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--designs", nargs="+", default=list(all_designs), choices=list(all_designs))
+    p.add_argument("--designs", nargs="+", default=["default", "recorded", "pooled"], choices=list(all_designs),
+                   help="the designs to distil (default: the three CartPole/Breakout ones, ~4 min each; the "
+                   "SpaceInvaders ones record 131k or 300k steps first)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing lpo_distilled_<design>.drift files (default: refuse, as other studies "
+                   "load them; use --tag for a new set)")
     p.add_argument("--tag", default="", help="suffix for the designs' names and drift files, so that a re-run "
                    "keeps the files earlier studies used (e.g. --tag _s6 writes lpo_distilled_pooled_s6.drift)")
     p.add_argument("--target", default="drift", choices=["drift", "derivative"],
@@ -85,6 +93,11 @@ def main(argv=None) -> None:
     if "designs" not in rows:  # a file from before the designs were compared
         rows = {"designs": {}, "source": {}}
     designs = {} if args.retrain else {d + args.tag: all_designs[d] for d in args.designs}
+    taken = [str(RESULTS / f"lpo_distilled_{d}.drift") for d in designs
+             if (RESULTS / f"lpo_distilled_{d}.drift").exists()]
+    if taken and not args.overwrite:
+        raise SystemExit(f"{', '.join(taken)} exist and other studies load them; pass --tag _new for a new set, "
+                         "--retrain to re-train the saved ones, or --overwrite to replace them")
     for design, make_pairs in designs.items():
         start = time.perf_counter()
         pairs = None if make_pairs is None else make_pairs()

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
-from _study import finite_or_none, make_agent, mean_se, open_study, plot_curves, save_study
+from _study import add_study_args, finite_or_none, make_agent, mean_se, open_study, plot_curves, plot_path, save_study
 
 GAMES = ["Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar", "SpaceInvaders-MinAtar"]
 
@@ -35,11 +34,6 @@ def _late_mean(returns: np.ndarray) -> float:
     """
     finite = returns[np.isfinite(returns)]
     return float(finite[-max(1, len(finite) // 10):].mean()) if len(finite) else float("nan")
-
-
-def plot_path(out: str, default_out: str) -> str:
-    """The docs figure for the study in docs/results.md; beside its JSON for any other (never over the docs)."""
-    return DOCS_FIGURE if Path(out) == Path(default_out) else str(Path(out).with_suffix(".png"))
 
 
 DOCS_FIGURE = "docs/img/envs_minatar.png"
@@ -71,18 +65,15 @@ def main(argv=None) -> dict:
     p.add_argument("--timesteps", type=int, default=300_000)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--eval-episodes", type=int, default=10)
-    p.add_argument("--resume", action="store_true", help="keep the finished runs of --out and do the rest")
-    p.add_argument("--out", default="benchmarks/results/minatar.json")
-    p.add_argument("--plot", default=None, help="the learning-curve PNG (default: the docs figure for the default "
-                   "--out, else --out with .png, so that a side study never overwrites the docs figure)")
+    add_study_args(p, "benchmarks/results/minatar.json", DOCS_FIGURE)
     args = p.parse_args(argv)
 
     labels = [d.split("=", 1)[0] for d in args.drifts]
     settings = {"timesteps": args.timesteps, "seeds": args.seeds, "eval_episodes": args.eval_episodes,
                 "drifts": args.drifts}
     if args.plot is None:
-        args.plot = plot_path(args.out, p.get_default("out"))
-    results = open_study(args.out, settings, args.resume)
+        args.plot = plot_path(args.out, p.get_default("out"), DOCS_FIGURE)
+    results = open_study(args.out, settings, args.resume, args.overwrite)
     for game in args.games:
         for spec, label in zip(args.drifts, labels, strict=True):
             key = f"{game}/{label}"

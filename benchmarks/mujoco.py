@@ -29,7 +29,7 @@ if __name__ == "__main__":
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
     sys.path.append(str(Path(__file__).resolve().parent))  # for _study
 
-from _study import finite_or_none, mean_se, open_study, plot_curves, save_study  # noqa: E402
+from _study import add_study_args, finite_or_none, mean_se, open_study, plot_curves, plot_path, save_study  # noqa: E402
 
 # RL-Zoo (rl-baselines3-zoo hyperparams/ppo.yml) tuned PPO settings for these tasks (v3 entries;
 # v5 is the same task with corrected physics details).
@@ -154,10 +154,10 @@ def main(argv=None) -> dict:
     p.add_argument("--cpu-threads", type=int, default=1,
                    help="XLA:CPU threads per computation for our agents (agents.runtime.set_cpu_threads; "
                         "0: JAX's default, one per core). One is faster here, and SB3 also runs one torch thread")
-    p.add_argument("--resume", action="store_true", help="keep the finished runs of --out and do the rest")
-    p.add_argument("--out", default="benchmarks/results/mujoco.json")
-    p.add_argument("--plot", default="docs/img/envs_mujoco.png")
+    add_study_args(p, "benchmarks/results/mujoco.json", "docs/img/envs_mujoco.png")
     args = p.parse_args(argv)
+    if args.plot is None:
+        args.plot = plot_path(args.out, p.get_default("out"), "docs/img/envs_mujoco.png")
     sb3_seeds = args.sb3_seeds or args.seeds
     if args.cpu_threads:
         from agents.runtime import set_cpu_threads
@@ -176,7 +176,7 @@ def main(argv=None) -> dict:
     if args.merge_sb3:  # the study in --out as it is, whatever settings this command line has
         results = json.loads(Path(args.out).read_text())
     else:
-        results = open_study(args.out, settings, args.resume)
+        results = open_study(args.out, settings, args.resume, args.overwrite)
     for path in args.merge_sb3:
         other = json.loads(Path(path).read_text())
         if other["settings"]["timesteps"] != results["settings"]["timesteps"]:

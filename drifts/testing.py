@@ -12,7 +12,7 @@ Example (pytest; ``hypothesis`` is only needed for the strategy)::
     def test_my_drift_is_valid():
         assert_valid_drift(my_drift)            # AssertionError names the condition, worst value, (r, A)
 
-    @settings(max_examples=50)
+    @settings(max_examples=50, deadline=None)  # a Drift compiles on its first call (> 200 ms)
     @given(ratio_advantage_pairs())
     def test_my_drift_is_nonnegative(pair):
         r, A = pair

@@ -41,9 +41,22 @@ def test_merge_sb3_joins_seeds_run_apart():
         bench.merge_sb3(merged, {**_sb3_run(3, 1.0, [1.0, 1.0]), "curve_t": [1.0, 2.0]})
 
 
-def test_minatar_side_studies_do_not_overwrite_the_docs_figure():
-    bench = _load("bench_minatar", "minatar.py")
-    default = "benchmarks/results/minatar.json"
-    assert bench.plot_path(default, default) == bench.DOCS_FIGURE
-    assert bench.plot_path("./benchmarks/results/minatar.json", default) == bench.DOCS_FIGURE
-    assert bench.plot_path("benchmarks/results/minatar_cpu_si.json", default) == "benchmarks/results/minatar_cpu_si.png"
+def test_side_studies_never_overwrite_the_docs_figure_or_an_existing_study(tmp_path):
+    import json
+
+    _load("bench_minatar", "minatar.py")  # puts benchmarks/ on sys.path
+    from _study import open_study, plot_path
+
+    default, figure = "benchmarks/results/minatar.json", "docs/img/envs_minatar.png"
+    assert plot_path(default, default, figure) == figure
+    assert plot_path("./benchmarks/results/minatar.json", default, figure) == figure
+    assert plot_path("benchmarks/results/minatar_cpu_si.json", default, figure) == "benchmarks/results/minatar_cpu_si.png"
+    study = tmp_path / "study.json"
+    assert open_study(str(study), {"seeds": 2}, resume=False) == {"settings": {"seeds": 2}, "runs": {}}
+    study.write_text(json.dumps({"settings": {"seeds": 2}, "runs": {"a": 1}}))
+    with pytest.raises(SystemExit, match="already holds a study.*--overwrite"):
+        open_study(str(study), {"seeds": 4}, resume=False)
+    assert open_study(str(study), {"seeds": 2}, resume=True)["runs"] == {"a": 1}
+    with pytest.raises(SystemExit, match="other settings"):
+        open_study(str(study), {"seeds": 4}, resume=True)
+    assert open_study(str(study), {"seeds": 4}, resume=False, overwrite=True)["runs"] == {}
