@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -113,14 +114,16 @@ def _step_guard_class():
             ) from err
 
         def _check_obs(self, what: str, obs):
-            try:
-                x = np.asarray(obs, dtype=np.float64)
-            except (TypeError, ValueError) as err:
-                self._fail(what, ValueError(f"the observation is not numeric ({err})"))
-            if x.shape != self._obs_shape:
-                self._fail(what, ValueError(f"the observation has shape {x.shape}, but observation_space "
+            # cheap on the usual path (an ndarray of the right shape): this runs for every step of every env
+            if not (isinstance(obs, np.ndarray) and obs.dtype.kind in "fiub"):
+                try:
+                    obs = np.asarray(obs, dtype=np.float64)
+                except (TypeError, ValueError) as err:
+                    self._fail(what, ValueError(f"the observation is not numeric ({err})"))
+            if obs.shape != self._obs_shape:
+                self._fail(what, ValueError(f"the observation has shape {obs.shape}, but observation_space "
                                             f"{self.env.observation_space} declares {self._obs_shape}"))
-            if not np.all(np.isfinite(x)):
+            if obs.dtype.kind == "f" and not np.isfinite(obs).all():
                 self._fail(what, ValueError(f"the observation contains NaN or inf: {obs!r}"))
 
         def reset(self, **kwargs):
@@ -155,9 +158,12 @@ def _step_guard_class():
                     f"API), got {type(out).__name__} of length {len(out) if isinstance(out, tuple) else '?'}; an "
                     "old Gym env needs gymnasium's compatibility wrapper (shimmy)"))
             self._check_obs("step()", out[0])
-            reward = np.asarray(out[1])
-            if reward.shape != () or not np.issubdtype(reward.dtype, np.number) or not np.isfinite(reward):
-                self._fail("step()", ValueError(f"the reward must be one finite number, got {out[1]!r}"))
+            reward = out[1]
+            if not (isinstance(reward, (float, int, np.floating, np.integer)) and not isinstance(reward, bool)
+                    and math.isfinite(reward)):
+                if not (np.ndim(reward) == 0 and np.issubdtype(np.asarray(reward).dtype, np.number)
+                        and np.isfinite(reward)):
+                    self._fail("step()", ValueError(f"the reward must be one finite number, got {reward!r}"))
             return out
 
     return StepGuard
