@@ -9,6 +9,7 @@ what the configuration implies, so a truncated, edited or foreign file is refuse
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def save_agent(agent, path: str | os.PathLike) -> Path:
     drift = agent.drift_
     env_meta = {"id": agent.env_id_, "family": getattr(agent.env_, "family", "unknown"),
                 "preset": getattr(agent.env_, "preset", "classic"), **agent.env_spaces_}
-    problem = _estimator_params_problem(agent, spaces_env(env_meta))
+    problem = _estimator_params_problem(agent, agent.config_)
     if problem:
         raise ValueError(f"cannot save this agent: {problem}; fix it with set_params before saving")
     try:
@@ -138,7 +139,7 @@ def load_agent(path: str | os.PathLike):
         if isinstance(params.get(name), list):  # JSON has no tuples
             params[name] = tuple(params[name])
     agent = klass(**params) if klass is not _estimator_classes()["MirrorAgent"] else klass(**{**params, "drift": drift})
-    problem = _estimator_params_problem(agent, env)
+    problem = _estimator_params_problem(agent, config)
     if problem:
         raise ArchiveError(f"{source}: invalid saved hyperparameters ({problem}); the file was edited or corrupted")
     history = {k[len("history/"):]: v for k, v in arrays.items() if k.startswith("history/")}
@@ -169,7 +170,7 @@ def _checked_obs_stats(arrays: dict, n_seeds: int, obs_shape: tuple, source: str
     return ObsStats(jnp.asarray(mean, jnp.float32), jnp.asarray(var, jnp.float32), jnp.asarray(count, jnp.float32))
 
 
-def _estimator_params_problem(agent, env: JaxEnv) -> str | None:
+def _estimator_params_problem(agent, config: PPOConfig) -> str | None:
     """What is wrong with the agent's hyperparameters for ``fit``, or None.
 
     A loaded agent may be re-fitted or cloned, so a bad value is refused when loading, naming the file,
@@ -177,7 +178,9 @@ def _estimator_params_problem(agent, env: JaxEnv) -> str | None:
     the values), so every file that saves also loads."""
     try:
         agent._validate_run_params()
-        agent.make_config(env)
+        # the values fit would accept, judged against the configuration the agent trained with (not the
+        # preset: a user's vector env sets num_envs, so the preset's batch may not fit the budget)
+        dataclasses.replace(config, **agent.config_overrides()).validate()
         for name in ("progress", "check_drift"):
             if not isinstance(getattr(agent, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(agent, name)!r}")

@@ -165,14 +165,7 @@ class MirrorAgent:
     def make_config(self, env: JaxEnv | str) -> PPOConfig:
         """The full configuration ``fit`` would use on ``env``: its family preset plus your overrides."""
         env = make_env(env) if not isinstance(env, JaxEnv) else env
-        overrides = {k: _plain(getattr(self, k)) for k in CONFIG_FIELDS if getattr(self, k, None) is not None}
-        for name in ("hidden_sizes", "value_hidden_sizes"):
-            sizes = overrides.get(name)
-            if sizes is None:
-                continue
-            if isinstance(sizes, str) or not isinstance(sizes, Sequence | np.ndarray):
-                raise ValueError(f"{name} must be a sequence of positive integers such as (64, 64), got {sizes!r}")
-            overrides[name] = tuple(_plain(h) for h in sizes)
+        overrides = self.config_overrides()
         user_vec_envs = len(getattr(env, "env_fns", ()))
         if "num_envs" not in overrides and user_vec_envs > 1:  # a user's vector env of N sub-envs trains N
             overrides["num_envs"] = user_vec_envs
@@ -181,6 +174,18 @@ class MirrorAgent:
             raise ValueError(f"network='minatar' (a convolutional torso) needs image observations of shape (H, W, C); "
                              f"{env.id!r} has observations of shape {tuple(env.obs_shape)}: use network='mlp'")
         return config
+
+    def config_overrides(self) -> dict:
+        """The hyperparameters you set (not None), as plain Python values, that replace the preset's."""
+        overrides = {k: _plain(getattr(self, k)) for k in CONFIG_FIELDS if getattr(self, k, None) is not None}
+        for name in ("hidden_sizes", "value_hidden_sizes"):
+            sizes = overrides.get(name)
+            if sizes is None:
+                continue
+            if isinstance(sizes, str) or not isinstance(sizes, Sequence | np.ndarray):
+                raise ValueError(f"{name} must be a sequence of positive integers such as (64, 64), got {sizes!r}")
+            overrides[name] = tuple(_plain(h) for h in sizes)
+        return overrides
 
     def _validate_run_params(self) -> None:
         for name in ("n_seeds",):

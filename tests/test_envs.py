@@ -587,3 +587,12 @@ def test_evaluation_cut_off_by_the_step_cap_is_announced(discrete_agent, monkeyp
     monkeypatch.setattr(host, "UNCAPPED_EVAL_STEPS", 30)
     with pytest.warns(UserWarning, match="had not ended after 30 steps.*TimeLimit"):
         discrete_agent.evaluate(PickTheLargest(horizon=10**9), n_episodes=2)
+
+
+def test_an_agent_trained_on_a_small_vector_env_saves_and_loads(tmp_path):
+    # 3 sub-envs x 64 steps = 192 steps: a budget below the preset's 4 x 128 batch, valid for this env
+    vec = gym.vector.SyncVectorEnv([PickTheLargest] * 3)
+    agent = PPO(total_timesteps=192, num_steps=64, num_minibatches=2, update_epochs=1, check_drift=False).fit(vec)
+    vec.close()
+    loaded = MirrorAgent.load(agent.save(tmp_path / "small.npz"))
+    assert loaded.config_.num_envs == 3 and loaded.num_timesteps_ == 192
