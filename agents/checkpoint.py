@@ -173,20 +173,21 @@ def _checked_obs_stats(arrays: dict, n_seeds: int, obs_shape: tuple, source: str
 def _estimator_params_problem(agent, config: PPOConfig) -> str | None:
     """What is wrong with the agent's hyperparameters for ``fit``, or None.
 
-    A loaded agent may be re-fitted or cloned, so a bad value is refused when loading, naming the file,
-    rather than deep inside a later ``fit``. Saving checks it too (``set_params`` after ``fit`` can change
-    the values), so every file that saves also loads."""
+    A loaded agent may be re-fitted or cloned, so a value ``fit`` cannot use is refused when loading,
+    naming the file, rather than deep inside a later ``fit``. Saving checks it too (``set_params`` after
+    ``fit`` can change the values), so every file that saves also loads. Deliberately no stricter than
+    ``fit`` has ever been, so that files saved by earlier versions keep loading.
+    """
     try:
-        agent._validate_run_params()
-        # the values fit would accept, judged against the configuration the agent trained with (not the
+        # the configuration fields, judged against the configuration the agent trained with (not the
         # preset: a user's vector env sets num_envs, so the preset's batch may not fit the budget)
         dataclasses.replace(config, **agent.config_overrides()).validate()
-        for name in ("progress", "check_drift"):
-            if not isinstance(getattr(agent, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(agent, name)!r}")
-        seed = agent.policy_seed
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-            raise ValueError(f"policy_seed must be a non-negative integer, got {seed!r}")
+        for name in ("n_seeds", "seed", "policy_seed"):
+            value = getattr(agent, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        if agent.n_seeds < 1 or agent.policy_seed < 0:
+            raise ValueError(f"n_seeds must be >= 1 and policy_seed >= 0, got {agent.n_seeds} and {agent.policy_seed}")
     except (TypeError, ValueError) as err:
         return str(err)
     return None

@@ -388,20 +388,20 @@ class LPO(MirrorAgent):
 
 
 # -- helpers shared by the estimators -------------------------------------------------------------------
-def warn_partial_batch(agent: MirrorAgent, config: PPOConfig) -> None:
+def warn_partial_batch(agent: MirrorAgent, config: PPOConfig, stacklevel: int = 3) -> None:
     """Training runs whole updates of num_envs x num_steps samples (purejaxrl's convention), so a budget
-    that is not a multiple of the batch is rounded down. Say so when that drops 1% or more of a budget the
+    that is not a multiple of the batch is rounded down. Say so when that drops 5% or more of a budget the
     user chose (1,000 steps in batches of 512 train 512), not for the usual rounding of a large budget
-    (500,000 train 499,712)."""
+    (500,000 in batches of 512 train 499,712; 300,000 in MinAtar's batches of 8,192 train 294,912)."""
     done = config.num_updates * config.batch_size
-    if agent.total_timesteps is None or config.total_timesteps - done < 0.01 * config.total_timesteps:
+    if agent.total_timesteps is None or config.total_timesteps - done < 0.05 * config.total_timesteps:
         return
     warnings.warn(
         f"total_timesteps={config.total_timesteps} is not a multiple of the batch (num_envs x num_steps = "
         f"{config.num_envs} x {config.num_steps} = {config.batch_size}): training runs {config.num_updates} whole "
         f"update{'s' if config.num_updates != 1 else ''}, {done} steps (num_timesteps_). "
         f"Choose a multiple of {config.batch_size} to silence this.",
-        UserWarning, stacklevel=3)
+        UserWarning, stacklevel=stacklevel)
 
 
 def verify_drift(drift: Drift) -> None:

@@ -237,7 +237,7 @@ def fit_host(agent, env: HostEnv):
     from agents.estimators import _raise_if_diverged, verify_drift, warn_partial_batch
 
     config = host_config(agent, env)
-    warn_partial_batch(agent, config)
+    warn_partial_batch(agent, config, stacklevel=4)  # fit_host <- MirrorAgent.fit <- the user's call
     drift = agent.make_drift()
     if agent.check_drift:
         verify_drift(drift)

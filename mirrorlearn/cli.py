@@ -29,6 +29,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {value}")
+    return value
+
+
 def file_stem(name: str, taken: set[str]) -> str:
     """A file-name-safe, unique stem for a drift name (expressions hold '/', '*', spaces, ...)."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:60] or "drift"
@@ -57,7 +67,7 @@ def _train_one(drift: str, args, out: Path, taken: set[str]) -> dict:
     start = time.perf_counter()
     agent.fit(args.env)
     seconds = time.perf_counter() - start
-    ev = agent.evaluate(n_episodes=args.eval_episodes, seed=args.seed + 10_000)
+    ev = agent.evaluate(n_episodes=args.eval_episodes, seed=(args.seed + 10_000) % 2**32)  # unseen episodes
     per_seed = ev["returns"].mean(axis=1)
     name = agent.drift_.name
     agent_file = out / f"{file_stem(name, taken)}.agent.npz"
@@ -84,7 +94,7 @@ def _add_training_args(p: argparse.ArgumentParser, default_steps: int) -> None:
     p.add_argument("--env", default="CartPole-v1", help="environment id (gymnax, 'brax:NAME', 'gymnasium:ID')")
     p.add_argument("--timesteps", type=_positive_int, default=default_steps, help="environment steps per seed")
     p.add_argument("--seeds", type=_positive_int, default=4, help="independent seeds, trained in one vmapped call")
-    p.add_argument("--seed", type=int, default=0, help="base random seed")
+    p.add_argument("--seed", type=_seed, default=0, help="base random seed, in [0, 2**32)")
     p.add_argument("--eval-episodes", type=_positive_int, default=10, help="evaluation episodes per seed")
     p.add_argument("--no-check-drift", action="store_true",
                    help="train even if the drift fails the drift-condition checks (not a Mirror Learning update)")

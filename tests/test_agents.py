@@ -103,7 +103,7 @@ def _rewrite(path, out, edit):
     (lambda m, a: a.update({"obs_stats/mean": a["obs_stats/mean"] * np.nan}), "mean contain NaN"),
     (lambda m, a: a.update({"obs_stats/count": a["obs_stats/count"][:1]}), "observation statistics have shapes"),
     (lambda m, a: m["estimator_params"].update(learning_rate="fast"), "invalid saved hyperparameters.*learning_rate"),
-    (lambda m, a: m["estimator_params"].update(check_drift="yes"), "check_drift must be True or False"),
+    (lambda m, a: m["estimator_params"].update(seed="zero"), "seed must be an integer"),
     (lambda m, a: m.update(estimator_params=[]), "estimator_params is not a mapping"),
 ])
 def test_edited_agent_files_are_refused_naming_the_problem(fitted, tmp_path, edit, message):
@@ -146,6 +146,8 @@ def test_a_budget_rounded_down_by_a_whole_batch_is_announced():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_partial_batch(PPO(total_timesteps=500_000), config.replace(total_timesteps=500_000))  # 0.06% less
+        minatar = config.replace(total_timesteps=300_000, num_envs=64, num_steps=128, num_minibatches=8)
+        warn_partial_batch(PPO(total_timesteps=300_000), minatar)  # the MinAtar study's budget: 1.7% less
         warn_partial_batch(PPO(), config)  # the preset's budget, not the user's
 
 
