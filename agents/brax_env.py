@@ -32,8 +32,6 @@ def brax_names() -> list[str]:
 def resolve(env: Any) -> JaxEnv:
     """Resolver for ``agents.envs.make_env``: KeyError/TypeError when ``env`` is not a Brax env."""
     if isinstance(env, str):
-        if not _NAME.match(env):
-            raise KeyError(f"{env!r} is not a Brax environment name")
         try:
             names = brax_names()
         except ImportError:
@@ -41,12 +39,24 @@ def resolve(env: Any) -> JaxEnv:
         if env not in names:
             import difflib
 
-            close = difflib.get_close_matches(env, names, n=3, cutoff=0.5)
+            # "Hopper", "ant ", "Ant" (bare, when no other family has it) find their Brax names
+            key = env.strip().lower().replace("-", "_")
+            close = [key] if key in names else difflib.get_close_matches(key, names, n=3, cutoff=0.6)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise KeyError(f"unknown Brax environment {env!r}.{hint} Known: {', '.join(names)}")
+            kind = "unknown Brax environment" if _NAME.match(env) else "not a Brax environment name:"
+            raise KeyError(f"{kind} {env!r}.{hint} Known: {', '.join(names)}")
         return from_brax(env)
     if any(c.__module__.startswith("brax.") for c in type(env).__mro__):
-        return from_brax(getattr(env, "__brax_name__", type(env).__name__.lower()), env=env)
+        from brax import envs
+
+        if isinstance(env, envs.Wrapper):
+            raise ValueError(
+                f"got a Brax env wrapped in {type(env).__name__} (e.g. from brax.envs.create): pass the bare env, "
+                "brax.envs.get_environment(name); mirrorlearn adds its own time limit and auto-reset, which tell "
+                "truncation from termination (agents.brax_env.from_brax(name, env, episode_length=...) sets the limit)")
+        names = [n for n, cls in envs._envs.items() if type(env) is cls]
+        name = names[0] if names else type(env).__name__.lower()
+        return from_brax(name, env=env)
     raise TypeError(f"not a Brax environment: {type(env).__name__}")
 
 
@@ -68,8 +78,13 @@ def _build(name: str, env: Any, backend: str, episode_length: int, action_repeat
     import jax.numpy as jnp
     from brax import envs
 
-    if env is None:
+    saved_id = f"brax:{name}"
+    built_here = env is None
+    if built_here:
         env = envs.get_environment(name, backend=backend)
+    if not _recreated_by_name(name, None if built_here else env, backend, episode_length, action_repeat):
+        # another backend or constructor arguments: a saved agent must not re-create the default env instead
+        saved_id = f"custom:brax:{name}"
     if episode_length < 1 or action_repeat < 1:
         raise ValueError(f"episode_length and action_repeat must be >= 1, got {episode_length}, {action_repeat}")
     dim = int(env.action_size)
@@ -102,5 +117,26 @@ def _build(name: str, env: Any, backend: str, episode_length: int, action_repeat
     from agents.config import PRESETS
 
     preset = f"brax:{name}" if f"brax:{name}" in PRESETS else "brax"
-    return JaxEnv(f"brax:{name}", FAMILY, obs_shape, spec, reset, step, episode_length // action_repeat,
+    return JaxEnv(saved_id, FAMILY, obs_shape, spec, reset, step, episode_length // action_repeat,
                   preset=preset)
+
+
+def _recreated_by_name(name: str, env: Any, backend: str, episode_length: int, action_repeat: int) -> bool:
+    """Whether ``"brax:<name>"`` re-creates this env: the default backend, length and repeat, and (for a
+    user's instance; ``env`` None means built here by name) the registry's default arguments."""
+    from brax import envs
+
+    from agents.envs import same_construction
+
+    if (backend, episode_length, action_repeat) != (DEFAULT_BACKEND, EPISODE_LENGTH, ACTION_REPEAT):
+        return False
+    if env is None:
+        return True
+    return name in envs._envs and same_construction(env, _default_env(name))
+
+
+@functools.cache
+def _default_env(name: str) -> Any:
+    from brax import envs
+
+    return envs.get_environment(name, backend=DEFAULT_BACKEND)

@@ -40,8 +40,8 @@ def _json_params(agent) -> dict:
             value = None  # the drift itself is stored in full under "drift"
         elif isinstance(value, os.PathLike):
             value = str(value)
-        elif isinstance(value, tuple):
-            value = list(value)
+        elif isinstance(value, (tuple, np.ndarray)):  # hidden_sizes=np.array([32, 32]) trains, so it saves
+            value = [v.item() if isinstance(v, np.generic) else v for v in list(value)]
         elif isinstance(value, np.generic):
             value = value.item()
         params[name] = value

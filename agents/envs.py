@@ -113,15 +113,50 @@ def _action_spec_from_gymnax(space) -> ActionSpec:
     )
 
 
+def same_construction(a: Any, b: Any) -> bool:
+    """Whether two environment objects (or params) were built alike: same class and equal attributes,
+    arrays and pytrees compared leaf by leaf. Anything it cannot compare counts as different."""
+    if type(a) is not type(b):
+        return False
+    try:
+        va = vars(a) if hasattr(a, "__dict__") else a
+        vb = vars(b) if hasattr(b, "__dict__") else b
+        # leaves by path: tree definitions also hold static fields that compare by identity (Brax keeps its
+        # MuJoCo model there), which would make two identical builds differ
+        pa, pb = jax.tree_util.tree_flatten_with_path(va)[0], jax.tree_util.tree_flatten_with_path(vb)[0]
+        if [p for p, _ in pa] != [p for p, _ in pb]:
+            return False
+        for (_, x), (_, y) in zip(pa, pb, strict=True):
+            if isinstance(x, (jax.Array, np.ndarray)) or isinstance(y, (jax.Array, np.ndarray)):
+                if not np.array_equal(np.asarray(x), np.asarray(y), equal_nan=np.asarray(x).dtype.kind in "fc"):
+                    return False
+            elif not (x is y or x == y):
+                return False
+        return True
+    except Exception:  # noqa: BLE001 - an attribute that cannot be compared: not provably the same
+        return False
+
+
 def from_gymnax(env_id: str, env=None, env_params=None) -> JaxEnv:
-    """Wrap a gymnax environment (by id, or an instance with optional params)."""
+    """Wrap a gymnax environment (by id, or an instance with optional params).
+
+    An instance or params other than ``gymnax.make(env_id)``'s (a custom map, another action set) get
+    the id ``custom:<env_id>``: a saved agent must not re-create the default environment in its place.
+    """
     import gymnax
 
+    saved_id = env_id
     if env is None:
         env, default_params = gymnax.make(env_id)
+        if env_params is not None and not same_construction(env_params, default_params):
+            saved_id = f"custom:{env_id}"
         env_params = default_params if env_params is None else env_params
-    elif env_params is None:
-        env_params = env.default_params
+    else:
+        default_env, default_params = (gymnax.make(env_id) if env_id in gymnax.registered_envs else (None, None))
+        if env_params is None:
+            env_params = env.default_params
+        if not (same_construction(env, default_env) and same_construction(env_params, default_params)):
+            saved_id = f"custom:{env_id}"
     action_spec = _action_spec_from_gymnax(env.action_space(env_params))
     obs_shape = tuple(int(s) for s in env.observation_space(env_params).shape)
 
@@ -155,7 +190,7 @@ def from_gymnax(env_id: str, env=None, env_params=None) -> JaxEnv:
 
     max_steps = int(getattr(env_params, "max_steps_in_episode", 1000))
     preset = "minatar" if env_id in MINATAR_IDS else ("classic" if action_spec.discrete else "continuous")
-    return JaxEnv(env_id, "gymnax", obs_shape, action_spec, reset, step, max_steps, preset=preset,
+    return JaxEnv(saved_id, "gymnax", obs_shape, action_spec, reset, step, max_steps, preset=preset,
                   draw=draw, step_drawn=step_drawn)
 
 
@@ -203,7 +238,7 @@ def make_env(env: Any) -> Any:
                 text = str(err.args[0]) if err.args else ""
                 if "Did you mean " in text:
                     close += [f"{prefix}:{c.strip(chr(39))}" for c in
-                              text.split("Did you mean ", 1)[1].rstrip("?").split(", ")]
+                              text.split("Did you mean ", 1)[1].split("?", 1)[0].split(", ")]
         candidates = _gymnax_ids() + [f"{p}:..." for p in _RESOLVERS]
         hint = f" Did you mean {', '.join(repr(c) for c in close[:4])}?" if close else ""
         raise ValueError(
@@ -221,6 +256,9 @@ def make_env(env: Any) -> Any:
             return resolver(env)
         except (KeyError, TypeError):
             continue
+    if isinstance(env, tuple) and len(env) == 2 and GymnaxEnv and isinstance(env[0], GymnaxEnv):
+        raise TypeError("got gymnax.make's (env, env_params) pair: pass the env, env_and_params[0], or "
+                        "agents.envs.from_gymnax(id, env=env, env_params=params) to train with other params")
     if isinstance(env, type):
         raise TypeError(f"got the class {env.__name__}, not an environment: pass an instance, e.g. {env.__name__}()")
     raise TypeError(
@@ -238,7 +276,12 @@ def _gymnax_instance_id(env) -> str:
     import gymnax
 
     name = getattr(env, "name", None)
-    return name if isinstance(name, str) and name in gymnax.registered_envs else type(env).__name__
+    if isinstance(name, str) and name in gymnax.registered_envs:
+        return name
+    # some envs' name is not their id (DiscountingChain-bsuite's is "DiscountingChain-v0"): match the stem
+    stems = {type(env).__name__, name.split("-")[0] if isinstance(name, str) else None}
+    matches = [i for i in gymnax.registered_envs if i.split("-")[0] in stems]
+    return matches[0] if len(matches) == 1 else type(env).__name__
 
 
 @functools.cache

@@ -45,6 +45,18 @@ def _check_seed(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be an integer in [0, 2**32), got {value!r}")
 
 
+def _same_value(a: Any, b: Any) -> bool:
+    """``a == b`` that never raises (numpy arrays compare elementwise, so ``==`` is not a truth value)."""
+    if a is b:
+        return True
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return False
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
 def _plain(value: Any) -> Any:
     """A numpy scalar as the Python number it holds (grid searches built with ``np.arange`` pass them)."""
     return value.item() if isinstance(value, np.generic) else value
@@ -152,7 +164,7 @@ class MirrorAgent:
             if "__init__" in klass.__dict__ and klass is not object:
                 for p in inspect.signature(klass.__init__).parameters.values():
                     defaults.setdefault(p.name, p.default)
-        shown = [f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k) is not v and defaults.get(k) != v]
+        shown = [f"{k}={v!r}" for k, v in self.get_params().items() if not _same_value(defaults.get(k), v)]
         return f"{type(self).__name__}({', '.join(shown)})"
 
     # -- configuration ------------------------------------------------------------------------------
@@ -283,6 +295,7 @@ class MirrorAgent:
             self._predict_calls = getattr(self, "_predict_calls", 0) + 1
             return jax.random.PRNGKey(hash((int(self.seed), self._predict_calls)) & 0x7FFFFFFF)
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            _check_seed("key", key)  # PRNGKey keeps 32 bits: 2**32 would silently be the key of 0
             return jax.random.PRNGKey(int(key))
         if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
             key = jax.random.key_data(key)
@@ -380,6 +393,9 @@ class LPO(MirrorAgent):
     """Learnt Policy Optimisation: a meta-learned drift network (the package's shipped one by default)."""
 
     def __init__(self, drift_file: str | os.PathLike | None = None, **kwargs: Any):
+        if "drift" in kwargs:
+            raise TypeError("LPO takes drift_file=..., a learned drift file (default: the shipped network), not "
+                            "drift=; for any other drift use MirrorAgent(drift=...), PPO() or DPO()")
         super().__init__(drift=None, **kwargs)
         self.drift_file = drift_file
 

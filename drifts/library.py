@@ -233,6 +233,8 @@ def get_drift(spec: str | os.PathLike | Drift | Callable) -> Drift:
             return _NAMED[key.lower()]()
         if os.path.exists(key):
             return Drift.load(key)
+        if isinstance(spec, os.PathLike) or key.strip().endswith((".drift", ".npz")):
+            raise FileNotFoundError(f"no such drift file: {key!r}")  # not an expression with '/' and '-' in it
         if any(ch in key for ch in "()*+-/") or key.strip() in ("r", "A"):
             from drifts.symbolic import to_jax  # an expression in r and A, parsed safely (no eval)
 

@@ -131,6 +131,8 @@ def test_predict_takes_integer_and_jax_keys_and_empty_batches(fitted):
     np.testing.assert_array_equal(by_int, fitted.predict(obs, deterministic=False, key=jax.random.key(7)))
     with pytest.raises(ValueError, match="key must be None, an integer seed or a JAX PRNG key"):
         fitted.predict(obs, key="seven")
+    with pytest.raises(ValueError, match=r"key must be an integer in \[0, 2\*\*32\)"):
+        fitted.predict(obs, deterministic=False, key=2**32)  # PRNGKey would silently make it the key of 0
     empty = fitted.predict(np.zeros((0, 4)))
     assert empty.shape == (0,) and empty.dtype == fitted.predict(obs).dtype
 
@@ -395,3 +397,19 @@ def test_cli_train_and_compare_take_hyperparameters_with_set(tmp_path, capsys):
 
     assert main(["train", "--cpu-threads", "1", "--out", str(tmp_path / "late")]) == 1
     assert "set_cpu_threads(...) first" in capsys.readouterr().err
+
+
+def test_numpy_hyperparameters_show_and_save(fitted, tmp_path):
+    fitted.set_params(hidden_sizes=np.array([64, 64]))  # what a grid built with numpy hands over
+    try:
+        assert "hidden_sizes=array([64, 64])" in repr(fitted)
+        assert MirrorAgent.load(fitted.save(tmp_path / "a.npz")).hidden_sizes == (64, 64)
+    finally:
+        fitted.set_params(hidden_sizes=None)
+
+
+def test_lpo_says_how_to_use_another_drift():
+    from agents import LPO
+
+    with pytest.raises(TypeError, match="drift_file=.*MirrorAgent"):
+        LPO(drift="dpo")

@@ -136,3 +136,11 @@ def test_unflatten_tree_refuses_a_name_that_is_a_value_and_a_group():
     for flat in ({"a": 1, "a/b": 2}, {"a/b": 2, "a": 1}):  # either order
         with pytest.raises(ArchiveError, match="'a' is both a value and a group"):
             unflatten_tree(flat)
+
+
+def test_a_missing_drift_file_is_named_not_parsed_as_an_expression():
+    from drifts import get_drift
+
+    for path in ("runs/lpo/drift.drift", "/tmp/no-such-dir/nope.drift"):
+        with pytest.raises(FileNotFoundError, match="no such drift file"):
+            get_drift(path)

@@ -596,3 +596,33 @@ def test_an_agent_trained_on_a_small_vector_env_saves_and_loads(tmp_path):
     vec.close()
     loaded = MirrorAgent.load(agent.save(tmp_path / "small.npz"))
     assert loaded.config_.num_envs == 3 and loaded.num_timesteps_ == 192
+
+
+def test_jax_env_instances_are_saved_under_their_id_only_if_it_re_creates_them():
+    import gymnax
+    from gymnax.environments.misc.frozen_lake import FrozenLake
+
+    from agents.envs import from_gymnax
+
+    assert make_env(gymnax.make("FrozenLake-misc")[0]).id == "FrozenLake-misc"
+    assert make_env(gymnax.make("DiscountingChain-bsuite")[0]).id == "DiscountingChain-bsuite"  # name != id
+    # another map, or other params: a loaded agent must ask for the env, not evaluate on the default map
+    assert make_env(FrozenLake(desc=["SG", "FF"], is_slippery=False)).id == "custom:FrozenLake-misc"
+    params = gymnax.make("CartPole-v1")[1].replace(max_steps_in_episode=50)
+    assert from_gymnax("CartPole-v1", env_params=params).id == "custom:CartPole-v1"
+    with pytest.raises(TypeError, match=r"gymnax.make's \(env, env_params\) pair.*env_and_params\[0\]"):
+        make_env(gymnax.make("CartPole-v1"))
+
+
+def test_brax_instances_wrappers_and_typos():
+    from brax import envs
+
+    assert make_env(envs.get_environment("hopper", backend="spring")).id == "brax:hopper"
+    # "brax:hopper" re-creates the spring backend: an instance on another backend is another env
+    assert make_env(envs.get_environment("hopper", backend="generalized")).id == "custom:brax:hopper"
+    with pytest.raises(ValueError, match="wrapped in AutoResetWrapper.*get_environment"):
+        make_env(envs.create("inverted_pendulum", episode_length=5))  # its time limit ends as termination
+    with pytest.raises(ValueError, match="Did you mean 'hopper'"):
+        make_env("brax:Hopper")
+    with pytest.raises(ValueError, match="Did you mean 'brax:ant'"):
+        make_env("Ant")
