@@ -52,7 +52,50 @@ def load_checkpoint(folder: str | os.PathLike) -> dict | None:
     es_arrays = {k[len("es/"):]: v for k, v in arrays.items() if k.startswith("es/")}
     if "rng/key" not in arrays:
         raise ValueError(f"{path} has no RNG key; it is not a complete meta-training checkpoint")
+    problem = _meta_problem(meta) or _array_problem(es_arrays, arrays["rng/key"])
+    if problem:
+        # resuming would train from (and then save) a broken state, over the run's good drift file
+        raise ValueError(f"{path} is corrupted ({problem}); it was not used. Move it away to start the run "
+                         "afresh in this folder, or pass another checkpoint_dir / --out")
     return {"meta": meta, "es_arrays": es_arrays, "key": arrays["rng/key"], "path": path}
+
+
+def _finite_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+def _meta_problem(meta: dict) -> str | None:
+    generation = meta.get("generation")
+    if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+        return f"generation must be a whole number >= 0, got {generation!r}"
+    if not isinstance(meta.get("fingerprint"), dict):
+        return "the configuration fingerprint is missing"
+    history = meta.get("history")
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        return "the history is not a list of per-generation records"
+    if len(history) != generation:
+        return f"{len(history)} history records for {generation} generations"
+    baselines = meta.get("baselines")
+    if not isinstance(baselines, dict) or not baselines:
+        return "the normalisation baselines are missing"
+    for env_id, b in baselines.items():
+        if not (isinstance(b, dict) and _finite_number(b.get("random")) and _finite_number(b.get("reference"))):
+            return f"the baseline of {env_id!r} lacks finite 'random' and 'reference' returns"
+    return None
+
+
+def _array_problem(es_arrays: dict, key: np.ndarray) -> str | None:
+    # evosax keeps +inf as the best fitness before the first generation, so only the search
+    # distribution itself (its mean and standard deviation) must be finite
+    for name, value in es_arrays.items():
+        field = name.rsplit(".", 1)[-1]
+        if field in ("mean", "std") and not np.all(np.isfinite(value)):
+            return f"ES state {name} contains NaN or inf"
+        if field == "std" and np.any(np.asarray(value) < 0):
+            return f"ES state {name} is negative"
+    if key.shape != (2,) or key.dtype != np.uint32:
+        return f"the RNG key has shape {key.shape} / {key.dtype}, expected (2,) / uint32"
+    return None
 
 
 def check_fingerprint(stored: dict, current: dict, path: str | os.PathLike) -> None:

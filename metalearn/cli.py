@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, MissingDependencyError) as err:
         print(f"meta-train: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the checkpoint holds every completed generation: say how to go on
+        print(f"\nmeta-train: interrupted. {args.out} keeps every completed generation; run the same command "
+              "again to resume from the last one.", file=sys.stderr)
+        return 130
     out = Path(args.out)
     summary = {"drift": str(out / "drift.drift"), "generations": trainer.generation_,
                "baselines": trainer.baselines_, "last": trainer.history_[-1] if trainer.history_ else None}

@@ -242,6 +242,10 @@ class MetaTrainer:
         template = strategy.init(jax.random.PRNGKey(0), genome.params, es_params)
         if stored is not None:
             ckpt.check_fingerprint(stored["meta"]["fingerprint"], s["fingerprint"], stored["path"])
+            missing = [env.id for env in s["envs"] if env.id not in stored["meta"]["baselines"]]
+            if missing:
+                raise ValueError(f"{stored['path']} is corrupted (no normalisation baseline for {missing}); it was "
+                                 "not used. Move it away to start afresh, or pass another checkpoint_dir / --out")
             state = es_lib.state_from_arrays(template, stored["es_arrays"], str(stored["path"]))
             key = jnp.asarray(stored["key"])
             history = list(stored["meta"]["history"])

@@ -183,6 +183,33 @@ def test_checkpoint_of_other_configuration_refused_and_untouched(reference):
     assert (folder / CHECKPOINT_FILE).read_bytes() == before
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda m, a: a.update({"es/003.mean": a["es/003.mean"] * np.nan}), "003.mean contains NaN"),
+    (lambda m, a: a.update({"es/004.std": -a["es/004.std"]}), "004.std is negative"),
+    (lambda m, a: m.update(generation=-5), "generation must be a whole number >= 0"),
+    (lambda m, a: m.update(history="x"), "history is not a list"),
+    (lambda m, a: m.update(baselines={"CartPole-v1": {"scale": 0}}), "lacks finite 'random'"),
+    (lambda m, a: a.update({"rng/key": a["rng/key"].astype(np.float32)}), "RNG key has shape"),
+])
+def test_corrupted_checkpoint_is_refused_and_the_drift_file_kept(reference, tmp_path, edit, message):
+    import shutil
+
+    from mirrorlearn._archive import write_archive
+
+    _, _, folder = reference
+    run = tmp_path / "run"
+    shutil.copytree(folder, run)
+    with np.load(run / CHECKPOINT_FILE) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays.pop("__meta__").tobytes())
+    edit(meta, arrays)
+    write_archive(run / CHECKPOINT_FILE, meta, arrays)
+    drift_before = (run / "drift.drift").read_bytes()
+    with pytest.raises(ValueError, match=f"corrupted \\(.*{message}"):
+        tiny(generations=4, checkpoint_dir=run).fit()  # resuming would train from it and save over drift.drift
+    assert (run / "drift.drift").read_bytes() == drift_before
+
+
 def test_es_state_round_trip_and_mismatch():
     from drifts import lpo
 
