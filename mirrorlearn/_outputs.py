@@ -7,16 +7,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
-def output_folder(path: str | None, default: Callable[[], Path]) -> tuple[Path, bool]:
+def output_folder(path: str | None, default: Callable[[], Path], writes: tuple[str, ...] = (),
+                  overwrite: bool = True) -> tuple[Path, bool]:
     """``--out`` (or ``default()`` when it is None) as a created folder, and whether it existed before.
 
     Checked up front, so that a bad ``--out`` fails before minutes of training or search rather than
-    after, with the results lost.
+    after, with the results lost. ``writes`` are the command's output files (glob patterns): unless
+    ``overwrite``, a folder already holding one of them (an earlier run's results) is refused.
     """
     out = Path(path) if path else default()
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is an existing file, not a folder; name a folder for the outputs")
     existed = out.is_dir()
+    if existed and not overwrite:
+        held = sorted({p.name for pattern in writes for p in out.glob(pattern)})
+        if held:
+            raise ValueError(f"--out {str(out)!r} already holds results of an earlier run ({', '.join(held[:4])}); "
+                             "name a new folder, or pass --overwrite to replace them")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -15,8 +15,9 @@ import numpy as np
 from mirrorlearn._outputs import output_folder, removed_if_empty_on_failure
 
 
-def _out_dir(path: str | None, command: str) -> tuple[Path, bool]:
-    return output_folder(path, lambda: Path("runs") / f"{command}-{datetime.now():%Y%m%d-%H%M%S}")
+def _out_dir(path: str | None, command: str, overwrite: bool) -> tuple[Path, bool]:
+    return output_folder(path, lambda: Path("runs") / f"{command}-{datetime.now():%Y%m%d-%H%M%S}",
+                         writes=("results.json", "learning_curves.png", "*.agent.npz"), overwrite=overwrite)
 
 
 def _positive_int(text: str) -> int:
@@ -99,6 +100,7 @@ def _add_training_args(p: argparse.ArgumentParser, default_steps: int) -> None:
     p.add_argument("--no-check-drift", action="store_true",
                    help="train even if the drift fails the drift-condition checks (not a Mirror Learning update)")
     p.add_argument("--out", default=None, help="output folder (default: runs/<command>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
                    help="hyperparameters over the environment's preset, e.g. --set learning_rate=1e-3 "
@@ -155,7 +157,7 @@ def cmd_train(argv: list[str]) -> int:
     p.add_argument("--drift", default="dpo", help="ppo | dpo | lpo | a drift file | an expression in r and A")
     _add_training_args(p, 500_000)
     args = _parse_training_args(p, argv)
-    out, existed = _out_dir(args.out, "train")
+    out, existed = _out_dir(args.out, "train", args.overwrite)
     with removed_if_empty_on_failure(out, existed):
         results = [_train_one(args.drift, args, out, set())]
     _write_outputs(results, out, f"{args.drift} on {args.env}")
@@ -175,7 +177,7 @@ def cmd_compare(argv: list[str]) -> int:
     repeated = sorted({d for d in args.drifts if args.drifts.count(d) > 1})
     if repeated:
         p.error(f"--drifts: {', '.join(map(repr, repeated))} given more than once; list each drift once")
-    out, existed = _out_dir(args.out, "compare")
+    out, existed = _out_dir(args.out, "compare", args.overwrite)
     taken: set[str] = set()
     with removed_if_empty_on_failure(out, existed):
         results = [_train_one(d, args, out, taken) for d in args.drifts]

@@ -385,6 +385,8 @@ def test_cli_train_and_compare_take_hyperparameters_with_set(tmp_path, capsys):
     agent = PPO.load(result["agent_file"])
     assert (agent.config_.hidden_sizes, agent.config_.activation, agent.config_.num_envs) == ((16,), "relu", 4)
     assert cmd_compare(["--drifts", "ppo", "dpo", "--out", str(tmp_path / "c")] + common) == 0
+    with pytest.raises(ValueError, match="already holds results of an earlier run.*--overwrite"):
+        cmd_train(["--drift", "ppo", "--out", str(tmp_path / "t")] + common)  # refused before training
     assert [r["drift"] for r in json.loads((tmp_path / "c" / "results.json").read_text())] == ["ppo", "dpo"]
     capsys.readouterr()
     for bad, message in ((["--set", "learning_rat=1e-3"], "learning_rate"), (["--set", "hidden"], "FIELD=VALUE"),

@@ -225,6 +225,10 @@ def test_cli_writes_json_drift_and_png(tmp_path, capsys):
     assert capsys.readouterr().out.strip().endswith(str(out))
     assert {"result.json", "distilled.drift", "distill.png"} <= {p.name for p in out.iterdir()}
     assert get_drift(out / "distilled.drift").family == "expression"
+    before = (out / "distilled.drift").read_bytes()
+    assert main(["dpo", "--budget", "2", "--backend", "linear", "--out", str(out)]) == 2  # keeps the first run
+    assert "already holds results of an earlier run" in capsys.readouterr().err
+    assert (out / "distilled.drift").read_bytes() == before
 
 
 def test_cli_distils_from_recorded_training_pairs(tmp_path):
