@@ -158,6 +158,14 @@ class MirrorAgent:
             setattr(self, name, value)
         return self
 
+    def __sklearn_tags__(self):
+        """scikit-learn's estimator tags (its tools ask for them): not a classifier or regressor; ``fit``
+        takes an environment, not arrays, and training is stochastic across seeds."""
+        from sklearn.utils import InputTags, Tags, TargetTags
+
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False), non_deterministic=True,
+                    input_tags=InputTags(two_d_array=False), no_validation=True)
+
     def __repr__(self) -> str:
         defaults = {p.name: p.default for p in inspect.signature(MirrorAgent.__init__).parameters.values()}
         for klass in type(self).__mro__:

@@ -178,6 +178,9 @@ def test_sklearn_conventions(fitted):
         c.set_params(alpah=1.0)
     assert "alpha" in DPO().get_params() and "drift" not in DPO().get_params()
     assert "drift" in MirrorAgent().get_params()
+    from sklearn.base import is_classifier, is_regressor
+
+    assert not is_regressor(c) and not is_classifier(c)  # scikit-learn's tools can ask for the tags
 
 
 def test_not_fitted_errors():
