@@ -84,7 +84,8 @@ class PPOConfig:
         if self.total_timesteps < self.batch_size:
             raise ValueError(
                 f"total_timesteps = {self.total_timesteps} is less than one batch "
-                f"(num_envs x num_steps = {self.batch_size}); raise total_timesteps or shrink the batch"
+                f"(num_envs x num_steps = {self.batch_size}); raise total_timesteps or shrink the batch "
+                "(num_envs, num_steps; --set on the command line)"
             )
         if self.activation not in ("tanh", "relu"):
             raise ValueError(f"activation must be 'tanh' or 'relu', got {self.activation!r}")

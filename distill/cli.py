@@ -29,11 +29,21 @@ def build_parser(prog: str = "mirrorlearn distill") -> argparse.ArgumentParser:
                    help="fit on (r, A) pairs recorded while the drift trains on ENV (e.g. CartPole-v1) instead "
                         "of the default spread over r in [e^-1, e]: fidelity where agents actually live")
     p.add_argument("--record-steps", type=int, default=16_384, help="training steps of the recorded run")
+    from mirrorlearn.cli import add_set_arg
+
+    add_set_arg(p, "the recorded run's hyperparameters over the environment's preset (small budgets on MinAtar "
+                   "or Brax need a smaller batch)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from mirrorlearn.cli import set_overrides
+
+    overrides = set_overrides(parser, args.set)
+    if overrides and args.record_env is None:
+        parser.error("--set changes the recorded run's hyperparameters: it needs --record-env")
     from distill import distill, record_training_pairs
     from distill.backends import resolve_backend
     from distill.core import _check_arguments
@@ -53,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.record_env is not None:
                 try:
                     samples = record_training_pairs(args.drift, args.record_env, args.n_samples,
-                                                    total_timesteps=args.record_steps, seed=args.seed)
+                                                    total_timesteps=args.record_steps, seed=args.seed, **overrides)
                 except ValueError as err:
                     raise ValueError(f"recording pairs on --record-env {args.record_env!r} for --record-steps "
                                      f"{args.record_steps}: {err}") from None

@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=None, help="members per compiled call (memory bound)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no per-generation progress lines")
+    from mirrorlearn.cli import add_set_arg
+
+    add_set_arg(p, "the inner PPO's hyperparameters over the environment's preset (small budgets on MinAtar "
+                   "or Brax need a smaller batch)")
     return p
 
 
@@ -52,14 +56,18 @@ def resolve_drift_arg(drift: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from mirrorlearn.cli import set_overrides
+
+    overrides = set_overrides(parser, args.set)
     from agents.estimators import PPO
     from metalearn.es import MissingDependencyError
     from metalearn.trainer import MetaTrainer
 
     try:  # ConfigMismatchError is a ValueError; MissingDependencyError names the pip command
         trainer = MetaTrainer(
-            envs=args.env or ["CartPole-v1"], inner=PPO(total_timesteps=args.timesteps),
+            envs=args.env or ["CartPole-v1"], inner=PPO(total_timesteps=args.timesteps, **overrides),
             drift=resolve_drift_arg(args.drift), population_size=args.population, generations=args.generations,
             sigma_init=args.sigma_init, sigma_decay=args.sigma_decay, sigma_limit=args.sigma_limit,
             learning_rate=args.lr, n_inner_seeds=args.inner_seeds, fitness=args.fitness,

@@ -102,25 +102,34 @@ def _add_training_args(p: argparse.ArgumentParser, default_steps: int) -> None:
     p.add_argument("--out", default=None, help="output folder (default: runs/<command>-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
-                   help="hyperparameters over the environment's preset, e.g. --set learning_rate=1e-3 "
-                        "normalize_reward=True hidden_sizes='(128, 128)'")
+    add_set_arg(p)
     p.add_argument("--cpu-threads", type=int, default=None, metavar="N",
                    help="XLA:CPU threads per computation (default: one per core). 1 trains a single seed "
                         "faster on a few cores, e.g. Gymnasium MuJoCo tasks (1.6x for HalfCheetah's update "
                         "here), but seeds sharded over the cores then share that one thread (half speed)")
 
 
-def _parse_training_args(p: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+def add_set_arg(p: argparse.ArgumentParser, what: str = "hyperparameters over the environment's preset") -> None:
+    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                   help=f"{what}, e.g. --set learning_rate=1e-3 num_envs=8 hidden_sizes='(128, 128)'")
+
+
+def set_overrides(p: argparse.ArgumentParser, items: list[str]) -> dict:
+    """``--set FIELD=VALUE ...`` as PPO config overrides; argparse's usage error for a bad item."""
     from agents.config import parse_override
 
-    args = p.parse_args(argv)
     try:
-        args.overrides = dict(parse_override(item) for item in args.set)
+        overrides = dict(parse_override(item) for item in items)
     except ValueError as err:
         p.error(f"--set: {err}")
-    if "total_timesteps" in args.overrides:
+    if "total_timesteps" in overrides:
         p.error("--set: use --timesteps for total_timesteps")
+    return overrides
+
+
+def _parse_training_args(p: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    args = p.parse_args(argv)
+    args.overrides = set_overrides(p, args.set)
     if args.cpu_threads is not None:
         if args.cpu_threads < 1:
             p.error(f"--cpu-threads must be a positive number of threads, got {args.cpu_threads}")

@@ -366,3 +366,15 @@ def test_symbolic_check_of_a_candidate_is_not_held_to_typed_input_limits():
     r, A = SYMBOLS["r"], SYMBOLS["A"]
     verdict = symbolic_verdict(sp.Max(0, (r - 1) ** 2 * A**2 * sp.Rational(10**70 + 1, 10**70)))
     assert verdict.valid is True
+
+
+def test_cli_set_shapes_the_recorded_run_and_needs_one(tmp_path, capsys):
+    from distill.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["dpo", "--set", "num_envs=2", "--out", str(tmp_path / "o")])
+    assert "it needs --record-env" in capsys.readouterr().err
+    # MinAtar's preset batch (64 x 128) is more than this budget: --set shrinks it
+    assert main(["dpo", "--record-env", "Breakout-MinAtar", "--record-steps", "512", "--set", "num_envs=4",
+                 "num_steps=64", "num_minibatches=2", "--backend", "linear", "--budget", "2", "--n-samples", "300",
+                 "--max-front", "2", "--out", str(tmp_path / "m")]) == 0

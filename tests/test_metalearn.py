@@ -366,3 +366,24 @@ def test_fewer_generations_than_checkpoint_warns_and_keeps_it(reference):
         drift = mt.fit()
     assert mt.generation_ == 3
     assert_same_run(drift, drift_ref, mt.history_, mt_ref.history_)
+
+
+def test_cli_set_reaches_the_inner_ppo(tmp_path, capsys, monkeypatch):
+    from metalearn import cli
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_trainer(**kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr("metalearn.trainer.MetaTrainer", fake_trainer)
+    with pytest.raises(Stop):
+        cli.main(["--out", str(tmp_path / "r"), "--timesteps", "512", "--set", "num_envs=2", "learning_rate=1e-3"])
+    assert (seen["inner"].num_envs, seen["inner"].learning_rate, seen["inner"].total_timesteps) == (2, 1e-3, 512)
+    with pytest.raises(SystemExit):
+        cli.main(["--out", str(tmp_path / "r"), "--set", "learning_rat=1e-3"])
+    assert "learning_rate" in capsys.readouterr().err
