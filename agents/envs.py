@@ -291,7 +291,11 @@ def _gymnax_by_id(env_id: str) -> JaxEnv:
         close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"unknown gymnax environment {env_id!r}.{hint}")
-    return from_gymnax(env_id)
+    try:
+        return from_gymnax(env_id)
+    except OSError as err:  # urllib's URLError too: MNISTBandit-bsuite downloads MNIST when first made
+        raise ValueError(f"gymnax environment {env_id!r} needs a download on first use, which failed ({err}); "
+                         "run it once where the internet is reachable") from None
 
 
 def _register_builtin_families() -> None:
