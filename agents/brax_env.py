@@ -32,6 +32,8 @@ def brax_names() -> list[str]:
 def resolve(env: Any) -> JaxEnv:
     """Resolver for ``agents.envs.make_env``: KeyError/TypeError when ``env`` is not a Brax env."""
     if isinstance(env, str):
+        if re.search(r"-v\d+$", env):  # a Gymnasium id ("Ant-v5"): no need to import Brax to know
+            raise KeyError(f"{env!r} is not a Brax environment name")
         try:
             names = brax_names()
         except ImportError:
@@ -132,7 +134,11 @@ def _recreated_by_name(name: str, env: Any, backend: str, episode_length: int, a
         return False
     if env is None:
         return True
-    return name in envs._envs and same_construction(env, _default_env(name))
+    try:  # swimmer has no spring model, a user's env may need arguments: such an env is not re-created
+        default = _default_env(name) if name in envs._envs else None
+    except Exception:  # noqa: BLE001
+        return False
+    return default is not None and same_construction(env, default)
 
 
 @functools.cache

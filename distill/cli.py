@@ -70,13 +70,14 @@ def main(argv: list[str] | None = None) -> int:
             result = distill(args.drift, backend=args.backend, time_budget=args.budget, seed=args.seed,
                              n_samples=args.n_samples, target=args.target, split_advantage=not args.no_split,
                              max_length=args.max_length, max_front=args.max_front, t=args.t, samples=samples)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     result.save_json(out / "result.json")
     print(result.summary(), file=sys.stderr)
     if result.best is None:
-        print("error: no valid candidate (see result.json); try a larger --budget or --backend linear", file=sys.stderr)
+        print("error: no valid candidate (see result.json); try a larger --budget or --backend linear "
+              "(with --overwrite to reuse this --out)", file=sys.stderr)
         print(out)
         return 1
     result.save(out / "distilled.drift")

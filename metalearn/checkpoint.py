@@ -93,8 +93,11 @@ def _array_problem(es_arrays: dict, key: np.ndarray) -> str | None:
             return f"ES state {name} contains NaN or inf"
         if field == "std" and np.any(np.asarray(value) < 0):
             return f"ES state {name} is negative"
-    if key.shape != (2,) or key.dtype != np.uint32:
-        return f"the RNG key has shape {key.shape} / {key.dtype}, expected (2,) / uint32"
+    import jax
+
+    ref = np.asarray(jax.random.PRNGKey(0))  # (2,) uint32 for threefry, (4,) for rbg
+    if key.shape != ref.shape or key.dtype != ref.dtype:
+        return f"the RNG key has shape {key.shape} / {key.dtype}, expected {ref.shape} / {ref.dtype}"
     return None
 
 

@@ -626,3 +626,9 @@ def test_brax_instances_wrappers_and_typos():
         make_env("brax:Hopper")
     with pytest.raises(ValueError, match="Did you mean 'brax:ant'"):
         make_env("Ant")
+
+
+def test_a_brax_env_without_a_spring_model_trains_as_custom():
+    from brax import envs
+
+    assert make_env(envs.get_environment("swimmer")).id == "custom:brax:swimmer"  # spring cannot build swimmer
