@@ -40,11 +40,6 @@ from agents.envs import JaxEnv
 from agents.gymnasium_env import HostEnv
 
 
-def host_config(agent, env: HostEnv) -> PPOConfig:
-    """The family preset plus the agent's overrides; a user's vector env of N sub-envs sets ``num_envs=N``."""
-    return agent.make_config(env)
-
-
 def _compiled_parts(config: PPOConfig, env: HostEnv, drift_fn: Any, temporal: bool):
     """Jitted, seed-vmapped ``init``, ``policy_step``, ``learn`` and statistics update.
 
@@ -236,7 +231,7 @@ def fit_host(agent, env: HostEnv):
     """Train ``agent.n_seeds`` runs on a host-stepped env; sets the agent's fitted state and returns it."""
     from agents.estimators import _raise_if_diverged, verify_drift, warn_partial_batch
 
-    config = host_config(agent, env)
+    config = agent.make_config(env)  # a user's vector env of N sub-envs sets num_envs=N
     warn_partial_batch(agent, config, stacklevel=4)  # fit_host <- MirrorAgent.fit <- the user's call
     drift = agent.make_drift()
     if agent.check_drift:

@@ -402,7 +402,7 @@ def test_host_policy_step_unpacks_what_the_network_computes(env_cls):
 
     agent = PPO(total_timesteps=256, num_envs=3, num_steps=8, num_minibatches=2)
     env = make_env(env_cls())
-    config = host.host_config(agent, env)
+    config = agent.make_config(env)
     drift = agent.make_drift()
     init, policy_step, _, _ = host._compiled_parts(config, env, drift.fn, drift.temporal)
     keys = jax.random.split(jax.random.PRNGKey(3), 2)
@@ -443,7 +443,7 @@ def test_numpy_rollout_policy_samples_what_the_network_would(env_cls):
     agent = PPO(total_timesteps=256, num_envs=3, num_steps=8, num_minibatches=2, activation="relu",
                 normalize_obs=True)
     env = make_env(env_cls())
-    config = host.host_config(agent, env)
+    config = agent.make_config(env)
     assert host.numpy_rollout_supported(config) and not host.numpy_rollout_supported(config.replace(network="minatar"))
     drift = agent.make_drift()
     init, _, _, _ = host._compiled_parts(config, env, drift.fn, drift.temporal)
