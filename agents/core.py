@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
@@ -175,6 +176,51 @@ def init_params(config: PPOConfig, env: JaxEnv, key: jax.Array):
     return network.init(key, nets.flatten_obs(dummy, env.obs_shape, config.network))
 
 
+# The rollout packs small per-environment carries (see carry_packer); a switch for A/B tests.
+PACK_ROLLOUT_CARRY = True
+PACK_MAX_LEAVES, PACK_MAX_WORDS = 32, 256
+
+
+def carry_packer(example: Any) -> tuple[Callable, Callable] | None:
+    """``(pack, unpack)`` between a pytree of per-environment arrays (leading axis: environments) and
+    one ``(n_envs, k)`` uint32 array; None unless every leaf is a 32-bit number and the pytree is small
+    (at most ``PACK_MAX_LEAVES`` leaves and ``PACK_MAX_WORDS`` numbers per environment).
+
+    Why: XLA:CPU copies loop-carried buffers of the rollout's ``lax.scan`` at every step and runs one
+    select per state field at an auto-reset. CartPole's state, observation and episode return are seven
+    buffers of four numbers: packed into one (bit-casts, so every value and the training are bitwise
+    unchanged) the rollout step runs 15 thunks instead of 24, and a one-seed CartPole run is ~5-7%
+    faster (interleaved A/B, jax 0.10.2). Only measured on classic-control states; large states (Brax's,
+    MinAtar's boolean grids) keep the plain carry.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(example)
+    if not leaves or len(leaves) > PACK_MAX_LEAVES:
+        return None
+    if any(a.ndim < 1 or a.shape[0] != leaves[0].shape[0] or jnp.dtype(a.dtype).itemsize != 4
+           or jnp.dtype(a.dtype).kind not in "fiu" for a in leaves):
+        return None
+    shapes = [tuple(a.shape[1:]) for a in leaves]
+    dtypes = [a.dtype for a in leaves]
+    sizes = [int(np.prod(s)) for s in shapes]
+    if sum(sizes) > PACK_MAX_WORDS:
+        return None
+
+    def pack(tree):
+        parts = [jax.lax.bitcast_convert_type(a, jnp.uint32).reshape(a.shape[0], -1)
+                 for a in jax.tree_util.tree_leaves(tree)]
+        return jnp.concatenate(parts, axis=1)
+
+    def unpack(packed):
+        out, start = [], 0
+        for shape, dtype, size in zip(shapes, dtypes, sizes, strict=True):
+            part = packed[:, start:start + size].reshape((packed.shape[0],) + shape)
+            out.append(jax.lax.bitcast_convert_type(part, dtype))
+            start += size
+        return jax.tree_util.tree_unflatten(treedef, out)
+
+    return pack, unpack
+
+
 def make_train_parts(config: PPOConfig, env: JaxEnv, drift: Drift) -> tuple[Callable, Callable]:
     """``init(key, drift_params) -> RunnerState`` and ``update(state, drift_params) -> (state, metrics)``.
 
@@ -207,7 +253,7 @@ def make_train_parts(config: PPOConfig, env: JaxEnv, drift: Drift) -> tuple[Call
         )
 
     def env_step(carry, xs):
-        params, env_state, obs, stats, ep_ret = carry
+        params, stats, env_state, obs, ep_ret = carry
         action_noise, env_draws = xs
         x = prep(obs, stats)
         pi = network.apply(params, x, method=network.policy)  # values are computed after the rollout
@@ -222,7 +268,7 @@ def make_train_parts(config: PPOConfig, env: JaxEnv, drift: Drift) -> tuple[Call
         ep_ret = jnp.where(done, 0.0, ep_ret)
         transition = Transition(x, action, logp, None, reward * config.reward_scale, done.astype(jnp.float32),
                                 truncated.astype(jnp.float32), final_obs, finished)
-        return (params, env_state, next_obs, stats, ep_ret), transition
+        return (params, stats, env_state, next_obs, ep_ret), transition
 
     def rollout_noise(key):
         # All of a rollout's randomness drawn in batched calls rather than per step (including the
@@ -237,8 +283,21 @@ def make_train_parts(config: PPOConfig, env: JaxEnv, drift: Drift) -> tuple[Call
     def update(state: RunnerState, drift_params):
         t = state.update.astype(jnp.float32) / config.num_updates
         noise, key = rollout_noise(state.key)
-        carry = (state.params, state.env_state, state.obs, state.obs_stats, state.episode_return)
-        (_, env_state, obs, _, ep_ret), traj = jax.lax.scan(env_step, carry, noise)
+        per_env = (state.env_state, state.obs, state.episode_return)
+        packer = carry_packer(per_env) if PACK_ROLLOUT_CARRY else None
+        if packer is None:
+            carry = (state.params, state.obs_stats, *per_env)
+            (_, _, env_state, obs, ep_ret), traj = jax.lax.scan(env_step, carry, noise)
+        else:
+            pack, unpack = packer
+
+            def packed_step(carry, xs):
+                params, stats, packed = carry
+                (params, stats, *per_env), transition = env_step((params, stats, *unpack(packed)), xs)
+                return (params, stats, pack(per_env)), transition
+
+            (_, _, packed), traj = jax.lax.scan(packed_step, (state.params, state.obs_stats, pack(per_env)), noise)
+            env_state, obs, ep_ret = unpack(packed)
         # One batched critic pass over the whole rollout instead of n_steps tiny ones inside the loop.
         traj = traj._replace(value=network.apply(state.params, traj.obs, method=network.value))
         return_stats = state.return_stats

@@ -224,6 +224,30 @@ def test_make_train_is_pure_and_vmappable_over_drift_params():
     assert np.isfinite(np.asarray(out.metrics["loss"])).all()
 
 
+def test_packed_rollout_carry_round_trips_bits_and_keeps_training_bitwise(monkeypatch):
+    from agents import core
+
+    tree = {"x": jnp.array([[1.5, np.nan], [-0.0, np.inf]], jnp.float32), "t": jnp.array([3, -7], jnp.int32),
+            "k": jnp.array([[2**32 - 1], [5]], jnp.uint32)}
+    pack, unpack = core.carry_packer(tree)
+    packed = pack(tree)
+    assert packed.shape == (2, 4) and packed.dtype == jnp.uint32
+    for name, leaf in unpack(packed).items():  # bit-casts: NaN, -0.0 and large unsigned values survive
+        assert leaf.dtype == tree[name].dtype
+        np.testing.assert_array_equal(np.asarray(leaf).view(np.uint32), np.asarray(tree[name]).view(np.uint32))
+    assert core.carry_packer({"grid": jnp.zeros((2, 3), bool)}) is None  # MinAtar's boolean grids
+    assert core.carry_packer({"big": jnp.zeros((2, core.PACK_MAX_WORDS + 1))}) is None
+
+    env = make_env("Pendulum-v1")  # continuous actions, float and int state fields
+    config = PPOConfig(total_timesteps=512, num_envs=4, num_steps=64, num_minibatches=2, update_epochs=1)
+    runs = []
+    for packed_carry in (True, False):
+        monkeypatch.setattr(core, "PACK_ROLLOUT_CARRY", packed_carry)
+        runs.append(jax.jit(make_train(config, env, dpo()))(jax.random.PRNGKey(1), dpo().params))
+    for a, b in zip(jax.tree_util.tree_leaves(runs[0]), jax.tree_util.tree_leaves(runs[1]), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_ppo_drift_policy_loss_equals_clip_objective():
     from agents.core import policy_loss
 
