@@ -12,6 +12,9 @@ compile seconds, run seconds, steps/s and peak memory of
   "public implementations reach about 11%" figure refer to); ``fraction_of_gymnax_floor``;
 * with more seeds than one, both again with one JAX device per core (the seed axis sharded over
   them, as the ``mirrorlearn`` command line does);
+* ``reference``: a PPO written in the public single-file JAX style (``reference_ppo.py``: per-step
+  keys, gymnax's own step, flax matmuls, a sorting shuffle), the same algorithm and settings; it
+  calibrates the fraction of the floor, whose speed depends on the machine (``vs_reference``);
 * ``sb3``: Stable-Baselines3 PPO with the same hyperparameters (when ``stable-baselines3`` is
   installed: ``pip install -e ".[bench]"``), one seed.
 
@@ -41,9 +44,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def worker_mirrorlearn(timesteps: int, n_seeds: int, floor: str | None, repeats: int = 1) -> dict:
+def worker_mirrorlearn(timesteps: int, n_seeds: int, floor: str | None, repeats: int = 1,
+                       reference: bool = False) -> dict:
     import jax
     import jax.numpy as jnp
+    import numpy as np
 
     from agents import PPOConfig, make_env, make_train
     from drifts import dpo
@@ -87,6 +92,16 @@ def worker_mirrorlearn(timesteps: int, n_seeds: int, floor: str | None, repeats:
 
         fn = jax.jit(jax.vmap(run, in_axes=(0, None)))
         args = (keys, None)
+    elif reference:
+        import gymnax
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from reference_ppo import make_reference_train
+
+        gym_env, gym_params = gymnax.make("CartPole-v1")
+        train = make_reference_train(gym_env, gym_params, env.action_spec.n, total_timesteps=timesteps)
+        fn = jax.jit(jax.vmap(train))
+        args = (keys,)
     else:
         drift = dpo()
         fn = jax.jit(jax.vmap(make_train(config, env, drift), in_axes=(0, None)))
@@ -97,13 +112,16 @@ def worker_mirrorlearn(timesteps: int, n_seeds: int, floor: str | None, repeats:
     run_times = []
     for _ in range(repeats):  # the same executable again: run-to-run noise, not compilation, is what varies
         t0 = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
+        out = jax.block_until_ready(compiled(*args))
         run_times.append(time.perf_counter() - t0)
+    # the trainers' mean episode return over the last 10 updates: both must learn for the rates to compare
+    returns = out[1] if reference else None if floor else out.metrics["episode_return"]
+    final_return = None if returns is None else float(np.nanmean(np.asarray(returns)[:, -10:]))
     run_s = statistics.median(run_times)
     steps = config.num_updates * config.batch_size * n_seeds
     del jnp
     return {"compile_s": compile_s, "run_s": run_s, "run_s_all": run_times, "steps": steps,
-            "steps_per_s": steps / run_s, "peak_mem_mb": _peak_rss_mb()}
+            "steps_per_s": steps / run_s, "peak_mem_mb": _peak_rss_mb(), "final_return": final_return}
 
 
 def worker_sb3(timesteps: int) -> dict:
@@ -143,6 +161,7 @@ def _summary(runs: list[dict]) -> dict:
             "steps_per_s": statistics.median(r["steps_per_s"] for r in runs),
             "steps_per_s_rounds": [r["steps_per_s"] for r in runs],
             "peak_mem_mb": max(r["peak_mem_mb"] for r in runs),
+            "final_return": runs[-1].get("final_return"),
             "rounds": len(runs)}
 
 
@@ -163,7 +182,8 @@ def main() -> None:
             result = worker_sb3(int(rest[0]))
         else:
             floor = {"floor": "drawn", "floor-gymnax": "gymnax"}.get(kind)
-            result = worker_mirrorlearn(int(rest[0]), int(rest[1]), floor, int(rest[2]) if len(rest) > 2 else 1)
+            result = worker_mirrorlearn(int(rest[0]), int(rest[1]), floor, int(rest[2]) if len(rest) > 2 else 1,
+                                        reference=kind == "reference")
         print(json.dumps(result))
         return
 
@@ -175,21 +195,25 @@ def main() -> None:
             # Interleaved rounds: this shared machine's speed drifts by tens of percent over minutes, and
             # two compilations of one program differ by up to ~15% (docs/design.md), so one run of each
             # says little. Each ratio is taken within a round; the table shows medians over rounds.
-            kinds = ("floor-gymnax", "floor", "mirrorlearn")
+            kinds = ("floor-gymnax", "floor", "reference", "mirrorlearn")
             runs = {k: [] for k in kinds}
             for _ in range(args.rounds):
                 for kind in kinds:
                     r = _run_worker([kind, str(args.timesteps), str(n), str(args.repeats)], devices)
                     if r:
                         runs[kind].append(r)
-            for kind, name in zip(kinds, ("env-only floor, gymnax step", "env-only floor", "mirrorlearn PPO(DPO drift)"),
-                                  strict=True):
-                if runs[kind]:
-                    rows.append({"impl": name, "seeds": n, "devices": devices, **_summary(runs[kind])})
-            if runs["mirrorlearn"] and len(runs["mirrorlearn"]) == args.rounds:
-                for floor_kind, col in (("floor", "fraction_of_floor"), ("floor-gymnax", "fraction_of_gymnax_floor")):
-                    if len(runs[floor_kind]) == args.rounds:
-                        ratios = [o["steps_per_s"] / f["steps_per_s"] for o, f in zip(runs["mirrorlearn"], runs[floor_kind],
+            names = ("env-only floor, gymnax step", "env-only floor", "reference PPO (public style)",
+                     "mirrorlearn PPO(DPO drift)")
+            for kind, name in zip(kinds, names, strict=True):
+                if not runs[kind]:
+                    continue
+                rows.append({"impl": name, "seeds": n, "devices": devices, **_summary(runs[kind])})
+                if kind not in ("reference", "mirrorlearn") or len(runs[kind]) != args.rounds:
+                    continue
+                for floor_kind, col in (("floor", "fraction_of_floor"), ("floor-gymnax", "fraction_of_gymnax_floor"),
+                                        ("reference", "vs_reference")):
+                    if floor_kind != kind and len(runs[floor_kind]) == args.rounds:
+                        ratios = [o["steps_per_s"] / f["steps_per_s"] for o, f in zip(runs[kind], runs[floor_kind],
                                                                                      strict=True)]
                         rows[-1][col] = statistics.median(ratios)
                         rows[-1][col + "_rounds"] = ratios
@@ -203,13 +227,13 @@ def main() -> None:
     if sb3:
         rows.append({"impl": "stable-baselines3 PPO", "seeds": 1, "devices": 1, **sb3})
         for row in rows:
-            if row["impl"].startswith("mirrorlearn"):
+            if row["impl"].startswith(("mirrorlearn", "reference")):
                 row["speedup_vs_sb3"] = row["steps_per_s"] / sb3["steps_per_s"]
 
     from mirrorlearn.reporting import format_table
 
-    cols = ["impl", "seeds", "devices", "compile_s", "run_s", "steps_per_s", "peak_mem_mb", "fraction_of_floor",
-            "fraction_of_gymnax_floor", "speedup_vs_sb3"]
+    cols = ["impl", "seeds", "devices", "compile_s", "run_s", "steps_per_s", "peak_mem_mb", "final_return",
+            "fraction_of_floor", "fraction_of_gymnax_floor", "vs_reference", "speedup_vs_sb3"]
     print(format_table([{c: (f"{r[c]:,.3g}" if isinstance(r.get(c), float) else r.get(c, "")) for c in cols}
                         for r in rows], cols))
     out = Path(args.out)

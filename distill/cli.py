@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from distill import distill, record_training_pairs
     from distill.backends import resolve_backend
     from distill.core import _check_arguments
+    from mirrorlearn._archive import save_figure_atomic
     from mirrorlearn._outputs import output_folder, removed_if_empty_on_failure
 
     try:  # everything that can be checked is checked before a recorded run or a search takes minutes
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     result.save(out / "distilled.drift")
     fig = result.plot()
-    fig.savefig(out / "distill.png", dpi=110)
+    save_figure_atomic(fig, out / "distill.png", dpi=110)
     import matplotlib.pyplot as plt
 
     plt.close(fig)

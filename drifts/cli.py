@@ -12,12 +12,13 @@ unknown name, an unreadable drift file, an expression that does not parse, bad o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from mirrorlearn._archive import save_figure_atomic, write_json_atomic
 
 
 def _resolve(spec: str):
@@ -126,7 +127,7 @@ def check_drift_main(argv: list[str] | None = None) -> int:
         print(f"warning: {result['note']}")
     try:
         out = _out_dir(args.out, "check-drift-")[0]
-        (out / "report.json").write_text(json.dumps(result, indent=2, default=str))
+        write_json_atomic(out / "report.json", result, indent=2, default=str)
     except (OSError, ValueError) as err:  # e.g. --out names an existing file
         return _error("check-drift", err)
     print(f"wrote {out / 'report.json'}")
@@ -170,13 +171,13 @@ def plot_drift_main(argv: list[str] | None = None) -> int:
     for spec, drift in zip(args.drifts, resolved, strict=True):
         name = _unique(_slug(spec if not os.path.exists(spec) else Path(spec).stem), taken)
         path = out / f"drift_{name}.png"
-        plot_drift(drift, t=args.t).savefig(path, dpi=args.dpi)
+        save_figure_atomic(plot_drift(drift, t=args.t), path, dpi=args.dpi)
         written.append(str(path))
     if len(resolved) > 1:
         path = out / "compare.png"
-        compare_drifts(resolved, t=args.t).savefig(path, dpi=args.dpi)
+        save_figure_atomic(compare_drifts(resolved, t=args.t), path, dpi=args.dpi)
         written.append(str(path))
-    (out / "plots.json").write_text(json.dumps({"drifts": args.drifts, "files": written}, indent=2))
+    write_json_atomic(out / "plots.json", {"drifts": args.drifts, "files": written}, indent=2)
     for w in written:
         print(f"wrote {w}")
     print(out)

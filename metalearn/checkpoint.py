@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mirrorlearn._archive import atomic_write, read_archive, write_archive
+from mirrorlearn._archive import read_archive, write_archive, write_json_atomic
 
 CHECKPOINT_KIND = "mirrorlearn.metatrain"
 CHECKPOINT_VERSION = 1
@@ -38,8 +38,8 @@ def save_checkpoint(folder: str | os.PathLike, *, fingerprint: dict, generation:
     arrays = {f"es/{name}": value for name, value in es_arrays.items()}
     arrays["rng/key"] = np.asarray(key)
     path = write_archive(checkpoint_path(folder), meta, arrays)
-    write_json_atomic(Path(folder) / "history.json", {"generation": int(generation), "baselines": baselines,
-                                                       "history": history})
+    write_json_atomic(Path(folder) / "history.json",
+                      {"generation": int(generation), "baselines": baselines, "history": history}, sort_keys=True)
     return path
 
 
@@ -120,7 +120,3 @@ def _normalise(obj: Any) -> Any:
     return json.loads(json.dumps(obj, sort_keys=True))
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON next to its destination and rename it over (never a half-written file)."""
-    return atomic_write(path, lambda handle: json.dump(data, handle, indent=1, sort_keys=True, allow_nan=True),
-                        mode="w")

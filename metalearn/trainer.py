@@ -26,6 +26,7 @@ from drifts.base import Drift
 from metalearn import checkpoint as ckpt
 from metalearn import es as es_lib
 from metalearn import inner as inner_lib
+from mirrorlearn._archive import save_figure_atomic
 
 GENOMES = ("lpo", "ta-lpo", "lpo_zero", "dpo")
 GENOME_ALIASES = {"lpo-zero": "lpo_zero"}
@@ -391,7 +392,7 @@ class MetaTrainer:
             from metalearn.plotting import plot_history
 
             fig = plot_history(self.history_, title=f"meta-training {self.drift_.name} on {', '.join(meta['meta_training']['envs'])}")
-            fig.savefig(folder / "meta_curve.png", dpi=110, bbox_inches="tight")
+            save_figure_atomic(fig, folder / "meta_curve.png", dpi=110, bbox_inches="tight")
             _close(fig)
         except ImportError:  # matplotlib missing: the numbers are in history.json
             pass
@@ -400,7 +401,7 @@ class MetaTrainer:
         except ImportError:  # drifts.plotting not available in this installation
             return
         fig = plot_drift(self.drift_)
-        fig.savefig(folder / "drift.png", dpi=110, bbox_inches="tight")
+        save_figure_atomic(fig, folder / "drift.png", dpi=110, bbox_inches="tight")
         _close(fig)
 
     def _log(self, message: str) -> None:

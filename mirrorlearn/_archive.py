@@ -112,6 +112,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     return path
 
 
+def write_json_atomic(path: str | os.PathLike, data: Any, *, indent: int = 1, sort_keys: bool = False,
+                      default: Callable[[Any], Any] | None = None) -> Path:
+    """Write ``data`` as JSON beside ``path`` and rename it over: never a half-written file."""
+    return atomic_write(path, lambda handle: json.dump(data, handle, indent=indent, sort_keys=sort_keys,
+                                                       allow_nan=True, default=default), mode="w")
+
+
+def save_figure_atomic(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any) -> Path:
+    """``fig.savefig(path)`` through a temporary file, so an earlier picture is replaced whole or kept."""
+    fmt = Path(path).suffix.lstrip(".") or None
+    return atomic_write(path, lambda handle: fig.savefig(handle, format=fmt, **savefig_kwargs))
+
 def _file_mode(path: Path) -> int:
     """The mode of the file being replaced, or what ``open()`` would give a new one (0666 less the umask)."""
     try:

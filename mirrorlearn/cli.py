@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mirrorlearn._archive import save_figure_atomic, write_json_atomic
 from mirrorlearn._outputs import output_folder, removed_if_empty_on_failure
 
 
@@ -139,13 +139,17 @@ def _parse_training_args(p: argparse.ArgumentParser, argv: list[str]) -> argpars
     return args
 
 
-def _write_outputs(results: list[dict], out: Path, title: str) -> None:
+def _agent_files(out: Path) -> set[str]:
+    return {p.name for p in out.glob("*.agent.npz")}
+
+
+def _write_outputs(results: list[dict], out: Path, title: str, earlier_agents: set[str]) -> None:
     from mirrorlearn.reporting import format_table, plot_learning_curves
 
     curves = {r["drift"]: (np.asarray(r["curve_x"]), np.asarray(r["curve_y"])) for r in results}
     fig = plot_learning_curves(curves, title=title)
-    fig.savefig(out / "learning_curves.png", dpi=120)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    save_figure_atomic(fig, out / "learning_curves.png", dpi=120)
+    write_json_atomic(out / "results.json", results)
     rows = [
         {
             "drift": r["drift"],
@@ -159,6 +163,13 @@ def _write_outputs(results: list[dict], out: Path, title: str) -> None:
         for r in results
     ]
     print(format_table(rows, list(rows[0])))
+    # --overwrite replaces what this run writes; agent files of an earlier run's other drifts stay (a user's
+    # files are never deleted) but are named, since results.json no longer lists them.
+    stale = sorted(earlier_agents - {Path(r["agent_file"]).name for r in results})
+    if stale:
+        print(f"note: {out} also holds agent files of an earlier run that results.json does not list: "
+              f"{', '.join(stale)}", file=sys.stderr)
+    print(f"outputs written to {out}")
 
 
 def cmd_train(argv: list[str]) -> int:
@@ -167,10 +178,10 @@ def cmd_train(argv: list[str]) -> int:
     _add_training_args(p, 500_000)
     args = _parse_training_args(p, argv)
     out, existed = _out_dir(args.out, "train", args.overwrite)
+    earlier = _agent_files(out)
     with removed_if_empty_on_failure(out, existed):
         results = [_train_one(args.drift, args, out, set())]
-    _write_outputs(results, out, f"{args.drift} on {args.env}")
-    print(f"outputs written to {out}")
+    _write_outputs(results, out, f"{args.drift} on {args.env}", earlier)
     return 0
 
 
@@ -188,10 +199,10 @@ def cmd_compare(argv: list[str]) -> int:
         p.error(f"--drifts: {', '.join(map(repr, repeated))} given more than once; list each drift once")
     out, existed = _out_dir(args.out, "compare", args.overwrite)
     taken: set[str] = set()
+    earlier = _agent_files(out)
     with removed_if_empty_on_failure(out, existed):
         results = [_train_one(d, args, out, taken) for d in args.drifts]
-    _write_outputs(results, out, f"{' vs '.join(args.drifts)} on {args.env}")
-    print(f"outputs written to {out}")
+    _write_outputs(results, out, f"{' vs '.join(args.drifts)} on {args.env}", earlier)
     return 0
 
 

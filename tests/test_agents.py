@@ -416,6 +416,10 @@ def test_cli_train_and_compare_take_hyperparameters_with_set(tmp_path, capsys):
         cmd_train(["--drift", "ppo", "--out", str(tmp_path / "t")] + common)  # refused before training
     assert [r["drift"] for r in json.loads((tmp_path / "c" / "results.json").read_text())] == ["ppo", "dpo"]
     capsys.readouterr()
+    assert cmd_train(["--drift", "ppo", "--out", str(tmp_path / "c"), "--overwrite"] + common) == 0
+    assert [r["drift"] for r in json.loads((tmp_path / "c" / "results.json").read_text())] == ["ppo"]
+    assert "earlier run that results.json does not list: dpo.agent.npz" in capsys.readouterr().err
+    assert (tmp_path / "c" / "dpo.agent.npz").exists()  # kept, not deleted
     for bad, message in ((["--set", "learning_rat=1e-3"], "learning_rate"), (["--set", "hidden"], "FIELD=VALUE"),
                          (["--set", "total_timesteps=5"], "--timesteps"), (["--cpu-threads", "0"], "positive")):
         with pytest.raises(SystemExit):
