@@ -190,14 +190,15 @@ def carry_packer(example: Any) -> tuple[Callable, Callable] | None:
     select per state field at an auto-reset. CartPole's state, observation and episode return are seven
     buffers of four numbers: packed into one (bit-casts, so every value and the training are bitwise
     unchanged) the rollout step runs 15 thunks instead of 24, and a one-seed CartPole run is ~5-7%
-    faster (interleaved A/B, jax 0.10.2). Only measured on classic-control states; large states (Brax's,
-    MinAtar's boolean grids) keep the plain carry.
+    faster (interleaved A/B, jax 0.10.2). Only measured on classic-control states on the CPU; large
+    states (Brax's physics states, MinAtar's boolean grids) keep the plain carry, and so do other
+    backends (see ``_rollout_packer``).
     """
     leaves, treedef = jax.tree_util.tree_flatten(example)
     if not leaves or len(leaves) > PACK_MAX_LEAVES:
         return None
-    if any(a.ndim < 1 or a.shape[0] != leaves[0].shape[0] or jnp.dtype(a.dtype).itemsize != 4
-           or jnp.dtype(a.dtype).kind not in "fiu" for a in leaves):
+    if any(not isinstance(a.dtype, np.dtype) or a.dtype.itemsize != 4 or a.dtype.kind not in "fiu"  # typed keys: no
+           or a.ndim < 1 or a.shape[0] != leaves[0].shape[0] for a in leaves):
         return None
     shapes = [tuple(a.shape[1:]) for a in leaves]
     dtypes = [a.dtype for a in leaves]
@@ -219,6 +220,30 @@ def carry_packer(example: Any) -> tuple[Callable, Callable] | None:
         return jax.tree_util.tree_unflatten(treedef, out)
 
     return pack, unpack
+
+
+def _rollout_packer(env_step: Callable, carry: tuple, noise: Any) -> tuple[Callable, Callable] | None:
+    """:func:`carry_packer` for the rollout's per-environment carry (``carry[2:]``), or None for the plain scan.
+
+    Only on the CPU (where it was measured), and only when one step returns that carry with the same
+    structure, shapes and dtypes: ``lax.scan`` checks (or promotes) a carry that changes type, while
+    bit-casts back to the old dtypes would silently misread it (an int field that a step turns into
+    a float). Such environments keep the plain scan and its error.
+    """
+    if not PACK_ROLLOUT_CARRY or jax.default_backend() != "cpu":
+        return None
+    packer = carry_packer(carry[2:])
+    if packer is None:
+        return None
+    one_step = jax.tree_util.tree_map(lambda a: a[0], noise)
+    (_, _, *stepped), _ = jax.eval_shape(env_step, carry, one_step)
+    before = jax.eval_shape(lambda c: c, carry[2:])
+    if jax.tree_util.tree_structure(tuple(stepped)) != jax.tree_util.tree_structure(before):
+        return None
+    if any((a.shape, a.dtype) != (b.shape, b.dtype)
+           for a, b in zip(jax.tree_util.tree_leaves(tuple(stepped)), jax.tree_util.tree_leaves(before), strict=True)):
+        return None
+    return packer
 
 
 def make_train_parts(config: PPOConfig, env: JaxEnv, drift: Drift) -> tuple[Callable, Callable]:
@@ -284,7 +309,7 @@ def make_train_parts(config: PPOConfig, env: JaxEnv, drift: Drift) -> tuple[Call
         t = state.update.astype(jnp.float32) / config.num_updates
         noise, key = rollout_noise(state.key)
         per_env = (state.env_state, state.obs, state.episode_return)
-        packer = carry_packer(per_env) if PACK_ROLLOUT_CARRY else None
+        packer = _rollout_packer(env_step, (state.params, state.obs_stats, *per_env), noise)
         if packer is None:
             carry = (state.params, state.obs_stats, *per_env)
             (_, _, env_state, obs, ep_ret), traj = jax.lax.scan(env_step, carry, noise)

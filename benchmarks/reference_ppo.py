@@ -12,11 +12,14 @@ defaults, in the common public style, i.e. what our core's optimisations are mea
 * ``flax.linen.Dense`` layers (matmuls even for a rollout step's 4 rows), actor and critic evaluated
   together at every step;
 * ``jax.random.permutation`` (a sort) for the minibatch shuffle;
-* ``optax.chain(clip_by_global_norm, adam)`` over the parameter pytree, LR annealed per minibatch step;
+* ``optax.chain(clip_by_global_norm, adam)`` over the parameter pytree, the LR annealed per update;
 * a clipped surrogate, clipped value loss and entropy bonus; advantages normalised per minibatch.
 
-Parameters are initialised with ``agents.networks.orthogonal`` (flax's orthogonal initialiser wedges
-XLA:CPU under vmap, see docs/design.md); initialisation is not part of the timed run.
+It does a little less than our timed run: no bootstrap at truncation (ours evaluates the critic on each
+rollout's final observations and stores them, ``bootstrap_truncation=True``) and PPO's clip instead of
+the DPO drift, so ``vs_reference`` slightly understates our speed. Parameters are initialised with
+``agents.networks.orthogonal`` (flax's orthogonal initialiser wedges XLA:CPU under vmap, see
+docs/design.md); initialisation and the first reset run inside the timed ``train``, as ours do.
 """
 
 from __future__ import annotations

@@ -121,8 +121,9 @@ def write_json_atomic(path: str | os.PathLike, data: Any, *, indent: int = 1, so
 
 def save_figure_atomic(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any) -> Path:
     """``fig.savefig(path)`` through a temporary file, so an earlier picture is replaced whole or kept."""
-    fmt = Path(path).suffix.lstrip(".") or None
-    return atomic_write(path, lambda handle: fig.savefig(handle, format=fmt, **savefig_kwargs))
+    savefig_kwargs.setdefault("format", Path(path).suffix.lstrip(".") or None)  # a handle has no name to go by
+    return atomic_write(path, lambda handle: fig.savefig(handle, **savefig_kwargs))
+
 
 def _file_mode(path: Path) -> int:
     """The mode of the file being replaced, or what ``open()`` would give a new one (0666 less the umask)."""

@@ -237,6 +237,18 @@ def test_packed_rollout_carry_round_trips_bits_and_keeps_training_bitwise(monkey
         np.testing.assert_array_equal(np.asarray(leaf).view(np.uint32), np.asarray(tree[name]).view(np.uint32))
     assert core.carry_packer({"grid": jnp.zeros((2, 3), bool)}) is None  # MinAtar's boolean grids
     assert core.carry_packer({"big": jnp.zeros((2, core.PACK_MAX_WORDS + 1))}) is None
+    assert core.carry_packer({"key": jax.random.split(jax.random.key(0), 2)}) is None  # typed PRNG keys
+
+    # A step that changes a field's dtype keeps the plain scan (bit-casts back would misread it).
+    carry = ({}, {}, {"n": jnp.zeros(2, jnp.int32)}, jnp.zeros((2, 3)), jnp.zeros(2))
+    noise = jnp.zeros((5, 2))
+    def step(turns_float):
+        def env_step(c, x):
+            n = c[2]["n"] + (0.5 if turns_float else 1)
+            return (c[0], c[1], {"n": n}, c[3] + x[:, None], c[4]), x
+        return env_step
+    assert core._rollout_packer(step(False), carry, noise) is not None
+    assert core._rollout_packer(step(True), carry, noise) is None
 
     env = make_env("Pendulum-v1")  # continuous actions, float and int state fields
     config = PPOConfig(total_timesteps=512, num_envs=4, num_steps=64, num_minibatches=2, update_epochs=1)
