@@ -61,7 +61,28 @@ def _agent_for(drift: str, args) -> object:
     return MirrorAgent(drift=drift, **kwargs)
 
 
-def _train_one(drift: str, args, out: Path, taken: set[str]) -> dict:
+def _train_all(drifts: list[str], args, out: Path, replacing: bool) -> list[dict]:
+    """Train each drift and save its agent file; results in order.
+
+    When ``--overwrite`` replaces an earlier run's agent files (``replacing``), the agents are saved only
+    after every drift has trained: a run that fails partway then leaves the earlier run whole, rather
+    than some of its agent files replaced under a results.json that still describes the old ones.
+    """
+    taken: set[str] = set()
+    results, unsaved = [], []
+    for drift in drifts:
+        result, agent = _train_one(drift, args, out, taken)
+        results.append(result)
+        if replacing:
+            unsaved.append((agent, result["agent_file"]))
+        else:
+            agent.save(result["agent_file"])
+    for agent, path in unsaved:
+        agent.save(path)
+    return results
+
+
+def _train_one(drift: str, args, out: Path, taken: set[str]) -> tuple[dict, object]:
     from mirrorlearn.reporting import smooth_returns
 
     agent = _agent_for(drift, args)
@@ -72,7 +93,6 @@ def _train_one(drift: str, args, out: Path, taken: set[str]) -> dict:
     per_seed = ev["returns"].mean(axis=1)
     name = agent.drift_.name
     agent_file = out / f"{file_stem(name, taken)}.agent.npz"
-    agent.save(agent_file)
     curve = smooth_returns(agent.history_["episode_return"])
     return {
         "drift": name,
@@ -88,7 +108,7 @@ def _train_one(drift: str, args, out: Path, taken: set[str]) -> dict:
         "curve_x": agent.history_["timesteps"].tolist(),
         "curve_y": curve.tolist(),
         "agent_file": str(agent_file),
-    }
+    }, agent
 
 
 def _add_training_args(p: argparse.ArgumentParser, default_steps: int) -> None:
@@ -180,7 +200,7 @@ def cmd_train(argv: list[str]) -> int:
     out, existed = _out_dir(args.out, "train", args.overwrite)
     earlier = _agent_files(out)
     with removed_if_empty_on_failure(out, existed):
-        results = [_train_one(args.drift, args, out, set())]
+        results = _train_all([args.drift], args, out, replacing=bool(earlier))
     _write_outputs(results, out, f"{args.drift} on {args.env}", earlier)
     return 0
 
@@ -198,10 +218,9 @@ def cmd_compare(argv: list[str]) -> int:
     if repeated:
         p.error(f"--drifts: {', '.join(map(repr, repeated))} given more than once; list each drift once")
     out, existed = _out_dir(args.out, "compare", args.overwrite)
-    taken: set[str] = set()
     earlier = _agent_files(out)
     with removed_if_empty_on_failure(out, existed):
-        results = [_train_one(d, args, out, taken) for d in args.drifts]
+        results = _train_all(args.drifts, args, out, replacing=bool(earlier))
     _write_outputs(results, out, f"{' vs '.join(args.drifts)} on {args.env}", earlier)
     return 0
 

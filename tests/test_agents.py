@@ -444,6 +444,31 @@ def test_cli_train_and_compare_take_hyperparameters_with_set(tmp_path, capsys):
     assert "set_cpu_threads(...) first" in capsys.readouterr().err
 
 
+def test_a_failed_overwrite_leaves_the_earlier_run_whole(tmp_path, monkeypatch):
+    from mirrorlearn import cli
+
+    class FakeAgent:
+        def save(self, path):
+            open(path, "w").write("new")
+
+    def train_one(drift, args, out, taken):
+        if drift == "dpo":
+            raise RuntimeError("diverged")
+        return {"drift": drift, "agent_file": str(out / f"{cli.file_stem(drift, taken)}.agent.npz")}, FakeAgent()
+
+    monkeypatch.setattr(cli, "_train_one", train_one)
+    fresh, earlier = tmp_path / "fresh", tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "ppo.agent.npz").write_text("old")
+    (earlier / "results.json").write_text("old")
+    with pytest.raises(RuntimeError):
+        cli.cmd_compare(["--drifts", "ppo", "dpo", "--out", str(earlier), "--overwrite", "--quiet"])
+    assert (earlier / "ppo.agent.npz").read_text() == "old"  # saved only once every drift has trained
+    with pytest.raises(RuntimeError):
+        cli.cmd_compare(["--drifts", "ppo", "dpo", "--out", str(fresh), "--quiet"])
+    assert (fresh / "ppo.agent.npz").read_text() == "new"  # a new folder keeps each agent as soon as it is trained
+
+
 def test_numpy_hyperparameters_show_and_save(fitted, tmp_path):
     fitted.set_params(hidden_sizes=np.array([64, 64]))  # what a grid built with numpy hands over
     try:
