@@ -277,15 +277,18 @@ class MirrorAgent:
         """Action(s) for one observation or a batch (numpy in, numpy out), from seed ``policy_seed``."""
         self._check_fitted("predict")
         obs_shape = tuple(self.env_spaces_["obs_shape"])
-        x = np.asarray(obs, dtype=np.float32)
+        expected = f"expected {obs_shape} (one observation) or (batch, {', '.join(map(str, obs_shape))})"
+        try:
+            x = np.asarray(obs, dtype=np.float32)
+        except (ValueError, TypeError):
+            hint = ("; env.reset() returns (obs, info): unpack it with `obs, _ = env.reset()`"
+                    if isinstance(obs, tuple) and len(obs) == 2 and isinstance(obs[1], dict) else "")
+            raise ValueError(f"observation must be an array of numbers, got {type(obs).__name__}; {expected}{hint}") from None
         single = x.shape == obs_shape
         if single:
             x = x[None]
         elif x.ndim != len(obs_shape) + 1 or x.shape[1:] != obs_shape:
-            raise ValueError(
-                f"observation has shape {np.asarray(obs).shape}, expected {obs_shape} (one observation) "
-                f"or (batch, {', '.join(map(str, obs_shape))})"
-            )
+            raise ValueError(f"observation has shape {x.shape}, {expected}")
         if not np.all(np.isfinite(x)):
             raise ValueError("observation contains NaN or inf")
         key = self._predict_key(key)

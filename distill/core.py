@@ -21,6 +21,7 @@ from distill.backends import FitTask, resolve_backend
 from distill.checks import check_candidate, to_drift
 from distill.result import Candidate, DistillResult
 from distill.sampling import DEFAULT_A_RANGE, DEFAULT_R_RANGE, TARGETS, check_traceable, make_samples
+from drifts.base import check_progress
 
 
 def distill(drift, backend="auto", time_budget: float = 60, seed: int = 0, *, n_samples: int = 4000,
@@ -58,9 +59,7 @@ def distill(drift, backend="auto", time_budget: float = 60, seed: int = 0, *, n_
     if t is not None:
         if not source.temporal:
             raise ValueError(f"t={t!r} was given, but drift {source.name!r} takes no training progress; drop t=")
-        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 <= t <= 1:
-            raise ValueError(f"t is training progress and must be a number in [0, 1], got {t!r}")
-        t = float(t)
+        t = check_progress(t)
     fitter = resolve_backend(backend, backend_options)
     check_traceable(source, None if not source.temporal else t)
 

@@ -13,6 +13,7 @@ strategies population of drifts can be vmapped through one compiled training fun
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -208,3 +209,10 @@ def _load_builtin_families() -> None:
             importlib.import_module(module)
         except ImportError:
             pass
+
+
+def check_progress(t: Any) -> float:
+    """``t`` (training progress, what temporal drifts take) as a float in [0, 1], or a ValueError naming it."""
+    if isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 <= t <= 1:  # NaN fails the range too
+        raise ValueError(f"t is training progress and must be a number in [0, 1], got {t!r}")
+    return float(t)

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from drifts.base import check_progress
 from mirrorlearn._archive import save_figure_atomic, write_json_atomic
 
 
@@ -51,10 +52,10 @@ def _resolve(spec: str):
     return drift, expr
 
 
-def _out_dir(path: str | None, prefix: str) -> tuple[Path, bool]:
+def _out_dir(path: str | None, prefix: str, writes: tuple[str, ...], overwrite: bool) -> tuple[Path, bool]:
     from mirrorlearn._outputs import output_folder
 
-    return output_folder(path, lambda: Path(tempfile.mkdtemp(prefix=prefix)))
+    return output_folder(path, lambda: Path(tempfile.mkdtemp(prefix=prefix)), writes=writes, overwrite=overwrite)
 
 
 def _slug(text: str) -> str:
@@ -98,6 +99,7 @@ def check_drift_main(argv: list[str] | None = None) -> int:
     p.add_argument("drift", help="a drift name (ppo, dpo, lpo), a drift file, or an expression in r and A, "
                                  "e.g. 'Max(0, (r - 1)**2 * A**2)'")
     p.add_argument("--out", help="folder for report.json (default: a new temporary folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier report.json in --out")
     p.add_argument("--log-r-range", type=float, nargs=2, default=(-1.5, 1.5), metavar=("LO", "HI"))
     p.add_argument("--A-range", type=float, nargs=2, default=(-5.0, 5.0), metavar=("LO", "HI"))
     p.add_argument("--no-symbolic", action="store_true", help="skip the sympy proofs for closed-form drifts")
@@ -126,7 +128,7 @@ def check_drift_main(argv: list[str] | None = None) -> int:
         result["note"] = _unproved_note(sym, expr is None)
         print(f"warning: {result['note']}")
     try:
-        out = _out_dir(args.out, "check-drift-")[0]
+        out = _out_dir(args.out, "check-drift-", ("report.json",), args.overwrite)[0]
         write_json_atomic(out / "report.json", result, indent=2, default=str)
     except (OSError, ValueError) as err:  # e.g. --out names an existing file
         return _error("check-drift", err)
@@ -155,6 +157,7 @@ def plot_drift_main(argv: list[str] | None = None) -> int:
                                             "(the paper's Figures 1, 3 and 5).")
     p.add_argument("drifts", nargs="+", help="drift names (ppo, dpo, lpo), drift files or expressions in r, A")
     p.add_argument("--out", help="folder for the PNG files (default: a new temporary folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run's pictures in --out")
     p.add_argument("--dpi", type=int, default=100)
     p.add_argument("--t", type=float, default=0.0, help="training progress for temporal drifts (default 0)")
     args = p.parse_args(argv)
@@ -163,8 +166,9 @@ def plot_drift_main(argv: list[str] | None = None) -> int:
     if args.dpi < 1:
         return _error("plot-drift", ValueError(f"--dpi must be a positive integer, got {args.dpi}"))
     try:
+        check_progress(args.t)
         resolved = [_resolve(s)[0] for s in args.drifts]
-        out, _ = _out_dir(args.out, "plot-drift-")
+        out, _ = _out_dir(args.out, "plot-drift-", ("plots.json", "drift_*.png", "compare.png"), args.overwrite)
     except (ValueError, TypeError, OSError) as err:
         return _error("plot-drift", err)
     written, taken = [], set()

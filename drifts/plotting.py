@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from drifts.base import Drift
+from drifts.base import Drift, check_progress
 
 DEFAULT_SLICES = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0)
 
@@ -49,6 +49,7 @@ def objective_derivative(f: Any, log_r: np.ndarray, A: np.ndarray, t: float = 0.
 
 
 def _draw(fig: Figure, axes, drift: Drift, log_r_range, A_range, slices, resolution, t, vmax) -> Any:
+    t = check_progress(t)
     ax_map, ax_sl = axes
     log_r = np.linspace(*log_r_range, resolution)
     adv = np.linspace(*A_range, resolution)

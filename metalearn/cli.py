@@ -21,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=int, default=100_000, help="inner PPO budget per run")
     p.add_argument("--drift", default="lpo", help="genome: lpo | ta-lpo | lpo_zero | dpo | a drift file")
     p.add_argument("--out", required=True, help="run folder (checkpoint and outputs)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out that holds an earlier run's outputs but no checkpoint to resume")
     p.add_argument("--inner-seeds", type=int, default=1, help="inner PPO runs per member and environment")
     p.add_argument("--sigma-init", type=float, default=0.04)
     p.add_argument("--sigma-decay", type=float, default=0.999)
@@ -61,6 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     from mirrorlearn.cli import set_overrides
 
     overrides = set_overrides(parser, args.set)
+    from metalearn.checkpoint import checkpoint_path
+    from mirrorlearn._outputs import output_folder
+
+    if not checkpoint_path(args.out).exists():  # a fresh run: never over an earlier run's learned drift
+        try:
+            output_folder(args.out, lambda: Path(args.out), overwrite=args.overwrite,
+                          writes=("drift.drift", "history.json", "meta_curve.png", "drift.png"))
+        except ValueError as err:
+            print(f"meta-train: {err}", file=sys.stderr)
+            return 2
     from agents.estimators import PPO
     from metalearn.es import MissingDependencyError
     from metalearn.trainer import MetaTrainer

@@ -53,7 +53,12 @@ def resolve_genome(drift: str | Drift, seed: int = 0) -> Drift:
     builders = {"lpo": lambda: lpo(seed=seed), "ta-lpo": lambda: lpo(temporal=True, seed=seed),
                 "lpo_zero": lambda: lpo_zero(seed=seed), "dpo": lambda: dpo()}
     if not is_genome_name(drift):
-        raise ValueError(f"unknown drift genome {drift!r}; use one of {GENOMES} or pass a parametrised Drift")
+        import difflib
+
+        close = difflib.get_close_matches(str(drift).lower(), GENOMES, n=1)
+        hint = f"Did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"unknown drift genome {drift!r}. {hint}Use one of {GENOMES}, a drift file (*.drift) "
+                         "or a parametrised Drift")
     return builders[GENOME_ALIASES.get(drift.lower(), drift.lower())]()
 
 

@@ -125,8 +125,8 @@ def _add_training_args(p: argparse.ArgumentParser, default_steps: int) -> None:
     add_set_arg(p)
     p.add_argument("--cpu-threads", type=int, default=None, metavar="N",
                    help="XLA:CPU threads per computation (default: one per core). 1 trains a single seed "
-                        "faster on a few cores, e.g. Gymnasium MuJoCo tasks (1.6x for HalfCheetah's update "
-                        "here), but seeds sharded over the cores then share that one thread (half speed)")
+                        "faster on a few cores, e.g. Gymnasium MuJoCo tasks (HalfCheetah here: its learner update "
+                        "1.55x, its whole training 1.4x), but seeds sharded over the cores then share that one thread (half speed)")
 
 
 def add_set_arg(p: argparse.ArgumentParser, what: str = "hyperparameters over the environment's preset") -> None:
@@ -276,8 +276,10 @@ def main(argv: list[str] | None = None) -> int:
               "  meta-train   discover a drift with evolution strategies (LPO)\n"
               "  distill      distil a drift into a closed-form expression\n"
               "  check-drift  check the three drift conditions (numeric and symbolic)\n"
-              "  plot-drift   picture what a drift does to the policy update")
-        return 0
+              "  plot-drift   picture what a drift does to the policy update\n\n"
+              "exit status: 0 done, 1 the run failed (or check-drift: the drift is invalid), 2 bad input",
+              file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         import difflib
@@ -287,7 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[command](rest)
-    except (ValueError, TypeError, OSError, RuntimeError) as err:
+    except (ValueError, TypeError, OSError) as err:  # bad input (ids, drifts, --out): 2, as argparse and distill
+        print(f"mirrorlearn {command}: error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:  # the run itself failed (e.g. training diverged)
         print(f"mirrorlearn {command}: error: {err}", file=sys.stderr)
         return 1
 

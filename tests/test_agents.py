@@ -42,6 +42,10 @@ def test_predict_single_and_batch(fitted):
     assert np.ndim(fitted.predict(obs[0])) == 0
     with pytest.raises(ValueError, match=r"expected \(4,\)"):
         fitted.predict(np.zeros((3,)))
+    with pytest.raises(ValueError, match=r"got tuple; expected \(4,\).*obs, _ = env.reset\(\)"):
+        fitted.predict((np.zeros(4), {}))  # what gymnasium's reset returns
+    with pytest.raises(ValueError, match="array of numbers, got str"):
+        fitted.predict("abc")
 
 
 def test_same_seed_bitwise_identical_and_seeds_differ():

@@ -164,7 +164,7 @@ def test_two_devices_give_the_same_result(reference, tmp_path):
     (dict(chunk_size=3), "chunk_size"),
     (dict(envs=["CartPoel-v1"]), "CartPole-v1"),
     (dict(envs=[]), "envs is empty"),
-    (dict(drift="lpoo"), "unknown drift genome"),
+    (dict(drift="lpoo"), "unknown drift genome .lpoo.. Did you mean .lpo.?"),
     (dict(fitness="best"), "fitness"),
     (dict(sigma_limit=0.05), r"sigma_limit=0.05 > sigma_init=0.04"),
 ])
@@ -340,6 +340,18 @@ def test_checkpoint_dir_that_is_a_file_refused_before_training(tmp_path, capsys)
             tiny(generations=1, checkpoint_dir=folder).fit()
     assert main(["--out", str(afile), "--quiet"]) == 2
     assert "existing file, not a folder" in capsys.readouterr().err
+
+
+def test_cli_never_starts_afresh_over_an_earlier_runs_drift(tmp_path, capsys):
+    from metalearn.cli import main
+
+    run = tmp_path / "run"  # an earlier run's outputs without its checkpoint (moved away, or copied)
+    run.mkdir()
+    (run / "drift.drift").write_text("learned")
+    assert main(["--out", str(run), "--generations", "1", "--quiet"]) == 2
+    assert "already holds results of an earlier run (drift.drift); name a new folder, or pass --overwrite" \
+        in capsys.readouterr().err
+    assert (run / "drift.drift").read_text() == "learned"
 
 
 @pytest.mark.parametrize("inner", [PPO(**INNER).make_config("CartPole-v1"), 1024])

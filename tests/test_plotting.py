@@ -121,3 +121,21 @@ def test_cli_help(capsys):
         plot_drift_main(["--help"])
     assert exc.value.code == 0 and "--out" in capsys.readouterr().out
     assert matplotlib.get_backend().lower() == "agg"
+
+
+def test_cli_check_and_plot_drift_keep_an_earlier_run_unless_overwrite(tmp_path, capsys):
+    assert check_drift_main(["ppo", "--no-symbolic", "--out", str(tmp_path / "c")]) == 0
+    before = (tmp_path / "c" / "report.json").read_text()
+    assert check_drift_main(["dpo", "--no-symbolic", "--out", str(tmp_path / "c")]) == 2
+    assert "already holds results of an earlier run" in capsys.readouterr().err
+    assert (tmp_path / "c" / "report.json").read_text() == before
+    assert check_drift_main(["dpo", "--no-symbolic", "--out", str(tmp_path / "c"), "--overwrite"]) == 0
+    assert json.loads((tmp_path / "c" / "report.json").read_text())["drift"] == "dpo"
+    assert plot_drift_main(["ppo", "--dpi", "20", "--out", str(tmp_path / "p")]) == 0
+    assert plot_drift_main(["dpo", "--dpi", "20", "--out", str(tmp_path / "p")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    for t in ("2", "nan"):
+        assert plot_drift_main(["ta-lpo", "--t", t, "--out", str(tmp_path / "t")]) == 2
+        assert "must be a number in [0, 1]" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        plot_drift(ppo(), t=float("nan"))
