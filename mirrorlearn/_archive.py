@@ -78,7 +78,6 @@ def write_archive(path: str | os.PathLike, meta: Mapping[str, Any], arrays: Mapp
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give a file name such as {path / 'agent.npz'}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {name: np.asarray(value) for name, value in arrays.items()}
     for name, value in payload.items():
         if value.dtype == object:
@@ -96,7 +95,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     file behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a component of the folder is a file
+        blocking = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), path.parent)
+        raise NotADirectoryError(f"cannot write {str(path)!r}: {str(blocking)!r} is a file, not a folder; "
+                                 "choose another path") from None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as handle:

@@ -169,6 +169,9 @@ def test_save_is_atomic_and_never_pickles(fitted, tmp_path, monkeypatch):
         fitted.save(path)
     assert path.read_bytes() == before  # the old file is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["agent.npz"]  # no temp files left behind
+    with pytest.raises(NotADirectoryError, match=r"agent.npz' is a file, not a folder"):
+        fitted.save(path / "sub" / "x.npz")
+    assert path.read_bytes() == before
 
 
 def test_sklearn_conventions(fitted):
