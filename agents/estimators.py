@@ -372,9 +372,17 @@ class MirrorAgent:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> MirrorAgent:
+        """Load a saved agent. ``MirrorAgent.load`` returns whatever estimator the file holds; a subclass
+        (``PPO.load``) refuses a file saved by another one rather than hand back an agent of a type the
+        caller did not ask for."""
         from agents.checkpoint import load_agent
 
-        return load_agent(path)
+        agent = load_agent(path)
+        if not isinstance(agent, cls):
+            saved = type(agent).__name__
+            raise TypeError(f"{os.fspath(path)} holds a {saved} agent, not a {cls.__name__}; load it with "
+                            f"{saved}.load(...) or MirrorAgent.load(...), which returns whichever agent a file holds")
+        return agent
 
 
 class PPO(MirrorAgent):

@@ -66,6 +66,9 @@ def test_save_load_identical_predictions(fitted, tmp_path):
     for k, v in fitted.history_.items():
         np.testing.assert_array_equal(loaded.history_[k], v)
     assert loaded.evaluate(n_episodes=2)["returns"].shape == (2, 2)
+    assert type(DPO.load(path)) is DPO
+    with pytest.raises(TypeError, match=r"holds a DPO agent, not a PPO; load it with DPO.load"):
+        PPO.load(path)
 
 
 def test_bad_files_are_refused(fitted, tmp_path):
