@@ -106,14 +106,35 @@ def check_fingerprint(stored: dict, current: dict, path: str | os.PathLike) -> N
     stored_n, current_n = _normalise(stored), _normalise(current)
     if stored_n == current_n:
         return
-    keys = sorted(set(stored_n) | set(current_n))
-    diffs = [f"  {k}: checkpoint has {stored_n.get(k)!r}, this run has {current_n.get(k)!r}"
-             for k in keys if stored_n.get(k) != current_n.get(k)]
+    diffs = [f"  {k}: checkpoint has {a!r}, this run has {b!r}" for k, a, b in _differences(stored_n, current_n)]
     raise ConfigMismatchError(
         f"{path} holds a meta-training run with a different configuration:\n" + "\n".join(diffs)
         + "\nIt was not modified. Use another checkpoint_dir (or --out) for this configuration, or restore "
         "the original settings to resume that run."
     )
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "(not set)"
+
+
+_MISSING = _Missing()
+
+
+def _differences(stored: Any, current: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted.key, stored, current)`` for each leaf that differs: a changed learning rate reads
+    ``inner_configs[0].lr``, not two full nested configs."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        out = []
+        for k in sorted(set(stored) | set(current)):
+            path = f"{prefix}.{k}" if prefix else str(k)
+            out += _differences(stored.get(k, _MISSING), current.get(k, _MISSING), path)
+        return out
+    if isinstance(stored, list) and isinstance(current, list) and len(stored) == len(current):
+        return [d for i, (a, b) in enumerate(zip(stored, current, strict=True))
+                for d in _differences(a, b, f"{prefix}[{i}]")]
+    return [] if stored == current else [(prefix or "(configuration)", stored, current)]
 
 
 def _normalise(obj: Any) -> Any:
