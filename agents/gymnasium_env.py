@@ -366,8 +366,8 @@ def from_vector_env(vec) -> HostEnv:
         raise UnsupportedSpaceError(
             f"cannot train on a vector env wrapped by {type(vec).__name__}: mirrorlearn rebuilds vector envs from "
             "their sub-environments (to use SAME_STEP autoreset), so vector-level wrappers would be silently "
-            "dropped. Wrap each sub-environment instead: gym.make_vec(id, n, wrappers=[...]), or wrappers "
-            "inside the env_fns of a SyncVectorEnv/AsyncVectorEnv"
+            "dropped. Wrap each sub-environment instead: gym.make_vec(id, n, vectorization_mode='sync', "
+            "wrappers=[...]), or wrappers inside the env_fns of a SyncVectorEnv/AsyncVectorEnv"
         )
     env_fns = _vector_env_fns(vec)
     if not env_fns:

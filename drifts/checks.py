@@ -20,7 +20,8 @@ value it found and where. What it looks at, and why:
   is followed down to its bottom. Passes when the smallest value found is ``>= -tol``.
 * **Zero at identity**: ``|f(1, A)| <= tol`` on a dense ``A`` grid (1001 points and ``A = 0``) times ``t``.
 * **Zero derivative at identity**: ``jax.grad`` at exactly ``r = 1`` is not enough (it returns 0 for
-  ``|r - 1|``). We use *one-sided* quantities from both sides, with steps ``h = 1e-2 ... 1e-14``:
+  ``max(r - 1, 1 - r)``, a kink with one-sided slopes +-1). We use *one-sided* quantities from both
+  sides, with steps ``h = 1e-2 ... 1e-14``:
   the difference quotients ``q+(h) = (f(1+h) - f(1)) / h``, ``q-(h) = (f(1) - f(1-h)) / h`` and the
   autodiff slopes ``g(1 +- h)`` just beside ``r = 1``. The one-sided derivative is judged from the
   smallest steps: the slope at the two smallest steps must satisfy ``|g| <= grad_tol`` and the best

@@ -492,9 +492,15 @@ def test_host_rollout_falls_back_to_the_jitted_policy(monkeypatch):
 
 def test_vector_level_wrappers_are_refused_and_vector_envs_keep_their_size():
     wrapped = gym.wrappers.vector.RescaleAction(gym.make_vec("Pendulum-v1", 2, vectorization_mode="sync"), -1.0, 1.0)
-    with pytest.raises(UnsupportedSpaceError, match="wrapped by RescaleAction.*silently dropped"):
+    with pytest.raises(UnsupportedSpaceError, match="wrapped by RescaleAction.*silently dropped.*"
+                       r"gym.make_vec\(id, n, vectorization_mode='sync', wrappers=\[...\]\)"):
         PPO().fit(wrapped)  # its actions would be rescaled by the user's env but not by the rebuilt one
     wrapped.close()
+    # what the message suggests works, also for an id with its own vectorised implementation
+    per_env = gym.make_vec("CartPole-v1", 2, vectorization_mode="sync",
+                           wrappers=[gym.wrappers.RecordEpisodeStatistics])
+    assert PPO(total_timesteps=2_048).make_config(make_env(per_env)).num_envs == 2
+    per_env.close()
     native = gym.make_vec("CartPole-v1", 3)  # CartPole's own vectorised implementation, no env_fns
     assert PPO(total_timesteps=2_048).make_config(make_env(native)).num_envs == 3
     native.close()
