@@ -9,6 +9,6 @@ Multi-host runs: start the same script on every host after ``jax.distributed.ini
 (see :mod:`metalearn.inner`); the population axis is then sharded over every device of every host.
 """
 
-from metalearn.trainer import MetaTrainer, resolve_genome
+from metalearn.trainer import MetaTrainer, MetaTrainingDivergedError, resolve_genome
 
-__all__ = ["MetaTrainer", "resolve_genome"]
+__all__ = ["MetaTrainer", "MetaTrainingDivergedError", "resolve_genome"]

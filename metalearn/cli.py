@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     from agents.estimators import PPO
     from metalearn.es import MissingDependencyError
-    from metalearn.trainer import MetaTrainer
+    from metalearn.trainer import MetaTrainer, MetaTrainingDivergedError
 
     try:  # ConfigMismatchError is a ValueError; MissingDependencyError names the pip command
         trainer = MetaTrainer(
@@ -85,10 +85,13 @@ def main(argv: list[str] | None = None) -> int:
             learning_rate=args.lr, n_inner_seeds=args.inner_seeds, fitness=args.fitness,
             n_eval_episodes=args.eval_episodes, eval_every=args.eval_every, checkpoint_dir=args.out, seed=args.seed,
             progress=not args.quiet, chunk_size=args.chunk_size)
-        learned = trainer.fit()
+        learned = trainer.fit(overwrite=args.overwrite)
     except (ValueError, OSError, MissingDependencyError) as err:
         print(f"meta-train: {err}", file=sys.stderr)
         return 2
+    except MetaTrainingDivergedError as err:
+        print(f"meta-train: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # the checkpoint holds every completed generation: say how to go on
         print(f"\nmeta-train: interrupted. {args.out} keeps every completed generation; run the same command "
               "again to resume from the last one.", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import os
 import sys
 import time
@@ -74,6 +75,14 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
+def _is_finite_number(x: Any) -> bool:
+    return isinstance(x, (numbers.Real, np.floating, np.integer)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+# What a finished run writes into checkpoint_dir beside the checkpoint (see MetaTrainer._write_outputs).
+OUTPUT_FILES = ("drift.drift", "history.json", "meta_curve.png", "drift.png")
+
+
 def env_list(envs: Any) -> list:
     """``envs`` as a list: one environment (an id string or an environment object) becomes ``[envs]``."""
     from agents.envs import JaxEnv
@@ -116,6 +125,10 @@ def check_checkpoint_dir(folder: Any) -> None:
                 raise ValueError(f"checkpoint_dir {str(path)!r} {where} an existing file, not a folder; give a "
                                  "folder path (--out), which is created if missing and resumed if it holds a run")
             return
+
+
+class MetaTrainingDivergedError(RuntimeError):
+    """The ES mean (the drift being learned) became NaN or inf."""
 
 
 class MetaTrainer:
@@ -178,6 +191,9 @@ class MetaTrainer:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.eval_every is not None and (not _is_int(self.eval_every) or self.eval_every < 0):
             raise ValueError(f"eval_every must be a non-negative integer (0 or None: never), got {self.eval_every!r}")
+        for name in ("sigma_init", "sigma_limit", "sigma_decay", "learning_rate"):
+            if not _is_finite_number(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
         if not (self.sigma_init > 0 and self.sigma_limit > 0 and 0 < self.sigma_decay <= 1):
             raise ValueError("need sigma_init > 0, sigma_limit > 0 and 0 < sigma_decay <= 1, got "
                              f"{self.sigma_init}, {self.sigma_limit}, {self.sigma_decay}")
@@ -239,12 +255,23 @@ class MetaTrainer:
                 "fingerprint": fingerprint, "fns": fns}
 
     # -- the run --------------------------------------------------------------------------------------
-    def fit(self) -> Drift:
-        """Run (or resume from ``checkpoint_dir``) the meta-training; return the ES mean as a Drift."""
+    def fit(self, *, overwrite: bool = False) -> Drift:
+        """Run (or resume from ``checkpoint_dir``) the meta-training; return the ES mean as a Drift.
+
+        A ``checkpoint_dir`` holding an earlier run's outputs (``drift.drift``, ``history.json``, ...)
+        but no checkpoint to resume is refused, so that a learned drift is never replaced by accident;
+        ``overwrite=True`` starts afresh there and replaces them.
+        """
         s = self._setup()
         strategy, es_params, genome = s["strategy"], s["es_params"], s["genome"]
         folder = Path(self.checkpoint_dir) if self.checkpoint_dir is not None else None
         stored = ckpt.load_checkpoint(folder) if folder is not None else None
+        if folder is not None and stored is None and not overwrite:
+            held = [name for name in OUTPUT_FILES if (folder / name).exists()]
+            if held:
+                raise ValueError(f"checkpoint_dir {str(folder)!r} holds an earlier run's outputs ({', '.join(held)}) "
+                                 "but no checkpoint to resume; use another checkpoint_dir (--out), or pass "
+                                 "fit(overwrite=True) (--overwrite) to start afresh and replace them")
         template = strategy.init(jax.random.PRNGKey(0), genome.params, es_params)
         if stored is not None:
             ckpt.check_fingerprint(stored["meta"]["fingerprint"], s["fingerprint"], stored["path"])
@@ -275,6 +302,7 @@ class MetaTrainer:
         for gen in range(start, int(self.generations)):
             key, state, record = self._generation(s, gen, key, state, baselines)
             history.append(record)
+            self._check_finite_mean(strategy, state, gen + 1, folder, history)
             if folder is not None:
                 self._checkpoint(folder, s, gen + 1, state, key, history, baselines)
             self._log(_progress_line(record, int(self.generations)))
@@ -287,6 +315,17 @@ class MetaTrainer:
         if folder is not None:
             self._write_outputs(folder, s)
         return self.drift_
+
+    def _check_finite_mean(self, strategy, state, generation: int, folder: Path | None, history: list) -> None:
+        """Stop before a non-finite ES mean is checkpointed or returned: the checkpoint keeps the last good one."""
+        if all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(strategy.get_mean(state))):
+            return
+        self.history_ = history
+        kept = (f"; {folder} keeps generation {generation - 1}" if folder is not None and generation > 1 else "")
+        raise MetaTrainingDivergedError(
+            f"the ES mean became NaN or inf in generation {generation}, so there is no drift to return{kept}. "
+            f"Lower learning_rate ({self.learning_rate}) or sigma_init ({self.sigma_init}); history_ holds the "
+            "fitness of every generation run")
 
     def _generation(self, s: dict, gen: int, key, state, baselines: dict):
         """One ask / evaluate / tell step; returns the new key and state and the history record."""

@@ -167,10 +167,44 @@ def test_two_devices_give_the_same_result(reference, tmp_path):
     (dict(drift="lpoo"), "unknown drift genome .lpoo.. Did you mean .lpo.?"),
     (dict(fitness="best"), "fitness"),
     (dict(sigma_limit=0.05), r"sigma_limit=0.05 > sigma_init=0.04"),
+    (dict(learning_rate=float("inf")), "learning_rate must be a finite number, got inf"),
+    (dict(sigma_init="0.04"), "sigma_init must be a finite number, got '0.04'"),
 ])
 def test_bad_configurations_refused(kw, match):
     with pytest.raises(ValueError, match=match):
         tiny(generations=kw.pop("generations", 2), **kw).fit()
+
+
+def test_earlier_outputs_without_checkpoint_are_kept_unless_overwrite(tmp_path):
+    from drifts import dpo
+
+    dpo(alpha=3.0).save(tmp_path / "drift.drift")
+    (tmp_path / "history.json").write_text("{}")
+    before = (tmp_path / "drift.drift").read_bytes()
+    with pytest.raises(ValueError, match=r"holds an earlier run's outputs \(drift.drift, history.json\) but no "
+                       r"checkpoint to resume.*overwrite=True"):
+        tiny(generations=1, checkpoint_dir=tmp_path).fit()
+    assert (tmp_path / "drift.drift").read_bytes() == before and not (tmp_path / CHECKPOINT_FILE).exists()
+    learned = tiny(generations=1, checkpoint_dir=tmp_path).fit(overwrite=True)
+    assert get_drift(tmp_path / "drift.drift").name == learned.name == "lpo"
+
+
+def test_diverging_es_mean_stops_before_it_is_saved(tmp_path, monkeypatch):
+    from metalearn import MetaTrainingDivergedError
+
+    generation = MetaTrainer._generation
+
+    def diverging_second_generation(self, s, gen, key, state, baselines):
+        key, state, record = generation(self, s, gen, key, state, baselines)
+        return key, (state.replace(mean=state.mean * np.nan) if gen == 1 else state), record
+
+    monkeypatch.setattr(MetaTrainer, "_generation", diverging_second_generation)
+    mt = tiny(generations=3, checkpoint_dir=tmp_path)
+    with pytest.raises(MetaTrainingDivergedError, match=r"NaN or inf in generation 2.*keeps generation 1.*Lower "
+                       "learning_rate"):
+        mt.fit()
+    assert not (tmp_path / "drift.drift").exists() and len(mt.history_) == 2
+    assert json.loads((tmp_path / "history.json").read_text())["generation"] == 1  # the last good state
 
 
 def test_checkpoint_of_other_configuration_refused_and_untouched(reference):
