@@ -389,6 +389,7 @@ class PPO(MirrorAgent):
     """PPO: Mirror Learning with the clip drift ``ReLU((r - clip(r, 1 - eps, 1 + eps)) A)``."""
 
     def __init__(self, eps: float = 0.2, **kwargs: Any):
+        _refuse_drift_argument("PPO", "eps=...", kwargs)
         super().__init__(drift=None, **kwargs)
         self.eps = eps
 
@@ -400,6 +401,7 @@ class DPO(MirrorAgent):
     """Discovered Policy Optimisation (the paper's eq. 9; ``alpha = 2``, ``beta = 0.6``)."""
 
     def __init__(self, alpha: float = 2.0, beta: float = 0.6, **kwargs: Any):
+        _refuse_drift_argument("DPO", "alpha=... and beta=...", kwargs)
         super().__init__(drift=None, **kwargs)
         self.alpha = alpha
         self.beta = beta
@@ -412,17 +414,30 @@ class LPO(MirrorAgent):
     """Learnt Policy Optimisation: a meta-learned drift network (the package's shipped one by default)."""
 
     def __init__(self, drift_file: str | os.PathLike | None = None, **kwargs: Any):
-        if "drift" in kwargs:
-            raise TypeError("LPO takes drift_file=..., a learned drift file (default: the shipped network), not "
-                            "drift=; for any other drift use MirrorAgent(drift=...), PPO() or DPO()")
+        _refuse_drift_argument("LPO", "drift_file=..., a learned drift file (default: the shipped network),", kwargs)
         super().__init__(drift=None, **kwargs)
         self.drift_file = drift_file
 
     def make_drift(self) -> Drift:
-        return get_drift(self.drift_file) if self.drift_file is not None else get_drift("lpo")
+        if self.drift_file is None:
+            return get_drift("lpo")
+        drift = get_drift(self.drift_file)
+        if drift.family not in ("lpo", "lpo_zero"):  # e.g. drift_file="dpo" would train DPO under LPO's name
+            raise ValueError(f"LPO(drift_file={self.drift_file!r}) gives the {drift.name!r} drift, not a learned drift "
+                             "network; pass a learned drift file (e.g. a meta-train run's drift.drift), or use "
+                             f"MirrorAgent(drift={self.drift_file!r}) for any other drift")
+        return drift
 
 
 # -- helpers shared by the estimators -------------------------------------------------------------------
+def _refuse_drift_argument(estimator: str, own: str, kwargs: dict) -> None:
+    """PPO/DPO/LPO fix their drift family, so ``drift=`` is an error that names what to pass instead."""
+    if "drift" in kwargs:
+        others = [f"{name}()" for name in ("PPO", "DPO", "LPO") if name != estimator]
+        raise TypeError(f"{estimator} takes {own} not drift=; for any other drift use MirrorAgent(drift=...), "
+                        f"{others[0]} or {others[1]}")
+
+
 def warn_partial_batch(agent: MirrorAgent, config: PPOConfig, stacklevel: int = 3) -> None:
     """Training runs whole updates of num_envs x num_steps samples (purejaxrl's convention), so a budget
     that is not a multiple of the batch is rounded down. Say so when that drops 5% or more of a budget the

@@ -115,9 +115,16 @@ class Drift:
             "drift": self.to_spec(),
             "extra": dict(extra_meta or {}),
         }
-        arrays = {f"params/{k}": v for k, v in flatten_tree(jax.device_get(self.params)).items()}
         if self.params is not None and not isinstance(self.params, Mapping):
             raise TypeError("drift params must be a dict (nested dicts of arrays) to be saved")
+        params = jax.device_get(self.params)
+        source = f"drift {self.name!r}"
+        try:  # what load would refuse is not written: a saved file must load back
+            checked_params(drift_from_spec(meta["drift"], source=source), params, source)
+        except (ArchiveError, ValueError) as err:
+            raise ValueError(f"not saved to {os.fspath(path)!r}: {err}".replace(
+                "; re-save the drift from a valid one", "")) from None
+        arrays = {f"params/{k}": v for k, v in flatten_tree(params).items()}
         return write_archive(path, meta, arrays)
 
     @staticmethod

@@ -227,18 +227,28 @@ def get_drift(spec: str | os.PathLike | Drift | Callable) -> Drift:
     ``r`` and ``A`` (e.g. ``"Max(0, (r - 1)**2 * A)"``, parsed safely), a Drift or a callable."""
     if isinstance(spec, Drift):
         return spec
-    if isinstance(spec, (str, os.PathLike)):
-        key = str(spec)
+    if isinstance(spec, os.PathLike):  # a path object is always a file, even one named like a built-in drift
+        if not os.path.exists(spec):
+            raise FileNotFoundError(f"no such drift file: {os.fspath(spec)!r}")
+        return Drift.load(spec)
+    if isinstance(spec, str):
+        key = spec
         if key.lower() in _NAMED:
             return _NAMED[key.lower()]()
         if os.path.exists(key):
             return Drift.load(key)
-        if isinstance(spec, os.PathLike) or key.strip().endswith((".drift", ".npz")):
+        if key.strip().endswith((".drift", ".npz")):
             raise FileNotFoundError(f"no such drift file: {key!r}")  # not an expression with '/' and '-' in it
         if any(ch in key for ch in "()*+-/") or key.strip() in ("r", "A"):
             from drifts.symbolic import to_jax  # an expression in r and A, parsed safely (no eval)
 
-            return to_jax(key)
+            try:
+                return to_jax(key)
+            except ValueError as err:
+                if os.sep in key or "/" in key:  # e.g. 'runs/lpo/drift': most likely a path that does not exist
+                    raise FileNotFoundError(f"no such drift file: {key!r} (nor is it an expression in r and A: "
+                                            f"{err})") from None
+                raise
         close = difflib.get_close_matches(key.lower(), list(_NAMED), n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(

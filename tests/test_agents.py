@@ -493,3 +493,8 @@ def test_lpo_says_how_to_use_another_drift():
 
     with pytest.raises(TypeError, match="drift_file=.*MirrorAgent"):
         LPO(drift="dpo")
+    with pytest.raises(TypeError, match=r"PPO takes eps=\.\.\. not drift=; for any other drift use "
+                       r"MirrorAgent\(drift=\.\.\.\), DPO\(\) or LPO\(\)"):
+        PPO(drift="dpo")
+    with pytest.raises(TypeError, match="DPO takes alpha=... and beta=... not drift="):
+        DPO(drift="ppo")

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -141,6 +143,35 @@ def test_unflatten_tree_refuses_a_name_that_is_a_value_and_a_group():
 def test_a_missing_drift_file_is_named_not_parsed_as_an_expression():
     from drifts import get_drift
 
-    for path in ("runs/lpo/drift.drift", "/tmp/no-such-dir/nope.drift"):
+    for path in ("runs/lpo/drift.drift", "/tmp/no-such-dir/nope.drift", "runs/lpo/drift", Path("nope")):
         with pytest.raises(FileNotFoundError, match="no such drift file"):
             get_drift(path)
+
+
+def test_a_path_object_is_a_file_even_when_named_like_a_built_in_drift(tmp_path, monkeypatch):
+    from agents.estimators import LPO
+    from drifts import dpo, get_drift, lpo
+
+    monkeypatch.chdir(tmp_path)
+    lpo().save("dpo")
+    assert get_drift(Path("dpo")).family == "lpo" and get_drift("dpo").family == "dpo"  # a string name wins
+    assert LPO(drift_file=Path("dpo")).make_drift().family == "lpo"
+    dpo().save(tmp_path / "closed.drift")
+    with pytest.raises(ValueError, match=r"gives the 'dpo' drift, not a learned drift network.*MirrorAgent"):
+        LPO(drift_file="dpo").make_drift()
+    with pytest.raises(ValueError, match="not a learned drift network"):
+        LPO(drift_file=tmp_path / "closed.drift").make_drift()
+
+
+def test_save_refuses_parameters_that_would_not_load_back(tmp_path):
+    import jax
+
+    from drifts import dpo, lpo, ppo
+
+    nan_net = lpo().with_params(jax.tree_util.tree_map(lambda x: x * np.nan, lpo().params))
+    for drift, problem in ((ppo().with_params({"eps": 0.0}), "eps must be a finite number > 0"),
+                           (dpo().with_params({"alpha": 2.0, "beta": 0.6, "gamma": 1.0}), "do not match the family"),
+                           (nan_net, "contains NaN or inf")):
+        with pytest.raises(ValueError, match=f"not saved to .*{problem}"):
+            drift.save(tmp_path / "d.drift")
+        assert not (tmp_path / "d.drift").exists()
