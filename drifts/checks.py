@@ -202,23 +202,88 @@ class _Config:
 
 def _make_config(temporal: bool, log_r_range, A_range, t_values, grid, tol, grad_tol, fd_rel_tol, steps,
                  n_identity, n_grad_A, search_iters) -> _Config:
-    lo, hi = (float(x) for x in log_r_range)
-    a_lo, a_hi = (float(x) for x in A_range)
+    lo, hi = _pair("log_r_range", log_r_range)
+    a_lo, a_hi = _pair("A_range", A_range)
     if not (lo < 0 < hi):
         raise ValueError(f"log_r_range must contain 0 (r = 1) strictly inside, got {log_r_range}")
+    if max(-lo, hi) > MAX_LOG_R:
+        raise ValueError(f"log_r_range must lie within [-{MAX_LOG_R}, {MAX_LOG_R}] (r = exp(log r) overflows float64 "
+                         f"beyond), got {log_r_range}")
     if not a_lo < a_hi:
         raise ValueError(f"A_range must be (low, high) with low < high, got {A_range}")
-    ts = tuple(float(x) for x in t_values) if temporal else (0.0,)
+    ts = tuple(_numbers("t_values", t_values)) if temporal else (0.0,)
     if temporal and (not ts or any(not 0.0 <= x <= 1.0 for x in ts)):
         raise ValueError(f"t_values must be a non-empty sequence in [0, 1], got {t_values}")
-    n_r, n_a = (int(x) for x in grid)
+    n_r, n_a = _pair("grid", grid, integers=True)
     if n_r < 16 or n_a < 8:
         raise ValueError(f"grid must be at least (16, 8) points (log r, A), got {grid}")
-    hs = tuple(sorted((float(h) for h in steps), reverse=True))
+    hs = tuple(sorted(_numbers("steps", steps), reverse=True))
     if len(hs) < 3 or hs[-1] <= 0 or hs[0] >= 0.5:
         raise ValueError("steps must be at least 3 positive step sizes below 0.5 (e.g. 1e-2 ... 1e-14)")
-    return _Config((lo, hi), (a_lo, a_hi), ts, (n_r, n_a), float(tol), float(grad_tol), float(fd_rel_tol), hs,
-                   int(n_identity), int(n_grad_A), int(search_iters), 16, temporal)
+    tols = [_non_negative(name, v) for name, v in (("tol", tol), ("grad_tol", grad_tol), ("fd_rel_tol", fd_rel_tol))]
+    counts = [_count(name, v, low) for name, v, low in (("n_identity", n_identity, 2), ("n_grad_A", n_grad_A, 2),
+                                                        ("search_iters", search_iters, 0))]
+    return _Config((lo, hi), (a_lo, a_hi), ts, (int(n_r), int(n_a)), *tols, hs, *counts, 16, temporal)
+
+
+MAX_LOG_R = 700.0  # exp(710) overflows float64
+
+
+def _numbers(name: str, value: Any) -> list[float]:
+    """A sequence of finite real numbers, or a ValueError naming ``name``."""
+    try:
+        out = [float(x) for x in value if not isinstance(x, (bool, str, bytes))] if not isinstance(value, str) else []
+        if isinstance(value, str) or len(out) != len(value):
+            raise TypeError
+    except TypeError:
+        raise ValueError(f"{name} must be a sequence of numbers, got {value!r}") from None
+    if not all(math.isfinite(x) for x in out):
+        raise ValueError(f"{name} must be finite numbers, got {value!r}")
+    return out
+
+
+def _pair(name: str, value: Any, integers: bool = False) -> tuple[float, float]:
+    what = "integers" if integers else "numbers"
+    try:
+        out = _numbers(name, value)
+    except ValueError as err:
+        if "finite" in str(err):
+            raise
+        out = []
+    if len(out) != 2 or (integers and not all(x == int(x) for x in out)):
+        raise ValueError(f"{name} must be a pair of {what} ({'n_log_r, n_A' if name == 'grid' else 'low, high'}), "
+                         f"got {value!r}")
+    return out[0], out[1]
+
+
+def _non_negative(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def validate_check_options(**options: Any) -> None:
+    """Raise ``TypeError``/``ValueError`` now for options :func:`check_drift` would refuse (or not know)."""
+    import inspect
+
+    sig = inspect.signature(check_drift)
+    unknown = sorted(set(options) - set(sig.parameters) - {"f"}) or (["f"] if "f" in options else [])
+    if unknown:
+        known = [p for p in sig.parameters if p != "f"]
+        raise TypeError(f"unknown check option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                        f"check_drift takes {', '.join(known)}")
+    bound = sig.bind(None, **options)
+    bound.apply_defaults()
+    args = dict(bound.arguments)
+    _make_config(True, *(args[k] for k in ("log_r_range", "A_range", "t_values", "grid", "tol", "grad_tol",
+                                            "fd_rel_tol", "steps", "n_identity", "n_grad_A", "search_iters")))
 
 
 def _points(cfg: _Config) -> dict[str, np.ndarray]:

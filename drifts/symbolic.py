@@ -780,6 +780,9 @@ def check_drift_symbolic(expr: str | sp.Basic, *, numeric: bool = True, **check_
     A condition without a proof is ``proved=False``; it has a ``counterexample`` only when one was found.
     ``check_kwargs`` go to the numeric search.
     """
+    from drifts.checks import validate_check_options
+
+    validate_check_options(**check_kwargs)  # now, not only when a numeric search happens to be needed
     e = as_expression(expr)
     conds: dict[str, SymbolicCondition] = {}
     numeric_report = None

@@ -218,3 +218,25 @@ def test_unknown_name_keeps_did_you_mean_hint():
     with pytest.raises(ValueError, match="empty expression"):
         check_drift("  ", **FAST)
     assert check_drift("0", **FAST).valid  # a bare word that parses is still an expression
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(tol=-1), "tol must be a finite number >= 0, got -1"),
+    (dict(tol="x"), "tol must be a finite number >= 0"),
+    (dict(log_r_range=(-np.inf, np.inf)), "log_r_range must be finite numbers"),
+    (dict(log_r_range=(-800.0, 1.0)), "overflows float64"),
+    (dict(A_range=(1.0,)), r"A_range must be a pair of numbers \(low, high\)"),
+    (dict(grid=10), r"grid must be a pair of integers \(n_log_r, n_A\), got 10"),
+    (dict(n_identity=-5), "n_identity must be an integer >= 2, got -5"),
+    (dict(n_identity=2.5), "n_identity must be an integer >= 2, got 2.5"),
+    (dict(search_iters=-1), "search_iters must be an integer >= 0"),
+])
+def test_check_options_are_validated_by_name(options, message):
+    from drifts.symbolic import check_drift_symbolic
+
+    with pytest.raises(ValueError, match=message):
+        check_drift(dpo(), **options)
+    with pytest.raises(ValueError, match=message):  # also when the proof needs no numeric search
+        check_drift_symbolic("(r - 1)**2", **options)
+    with pytest.raises(TypeError, match="unknown check option 'bogus'; check_drift takes log_r_range"):
+        check_drift_symbolic("(r - 1)**2", bogus=1)
