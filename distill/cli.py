@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from mirrorlearn._outputs import output_folder, removed_if_empty_on_failure
 
     try:  # everything that can be checked is checked before a recorded run or a search takes minutes
-        _check_arguments(args.budget, args.target, args.max_length, 1e-3, args.max_front)
+        _check_arguments(args.budget, args.target, args.max_length, 1e-3, args.max_front, args.seed)
         resolve_backend(args.backend)
         out, existed = output_folder(args.out, lambda: Path("runs/distill"),
                                      writes=("result.json", "distilled.drift", "distill.png"), overwrite=args.overwrite)

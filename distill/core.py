@@ -52,7 +52,7 @@ def distill(drift, backend="auto", time_budget: float = 60, seed: int = 0, *, n_
       backend_options: keyword arguments for the backend's constructor.
     """
     source = _resolve_source(drift)
-    _check_arguments(time_budget, target, max_length, tolerance, max_front)
+    _check_arguments(time_budget, target, max_length, tolerance, max_front, seed, backend_options)
     if source.temporal and t is None:
         raise ValueError(f"drift {source.name!r} is temporal: pass t=... (training progress in [0, 1]) to distil it "
                          "at one point of training")
@@ -125,18 +125,28 @@ def _resolve_source(drift):
     raise TypeError(f"cannot distil a {type(drift).__name__}: pass a Drift, a drift name or file, or f(r, A)")
 
 
-def _check_arguments(time_budget, target, max_length, tolerance, max_front):
-    if isinstance(time_budget, bool) or not isinstance(time_budget, numbers.Real) or not np.isfinite(time_budget) \
-            or time_budget <= 0:
+def _check_arguments(time_budget, target, max_length, tolerance, max_front, seed=0, backend_options=None):
+    def is_real(x):
+        return not isinstance(x, bool) and isinstance(x, numbers.Real) and np.isfinite(x)
+
+    def is_int(x):
+        return not isinstance(x, bool) and isinstance(x, numbers.Integral)
+
+    if not is_real(time_budget) or time_budget <= 0:
         raise ValueError(f"time_budget must be a positive number of seconds, got {time_budget!r}")
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    if int(max_length) < 3:
-        raise ValueError(f"max_length must be at least 3, got {max_length}")
-    if not 0 <= tolerance < 1:
-        raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
-    if int(max_front) < 1:
-        raise ValueError(f"max_front must be at least 1, got {max_front}")
+    if not is_int(max_length) or max_length < 3:
+        raise ValueError(f"max_length must be an integer >= 3, got {max_length!r}")
+    if not is_real(tolerance) or not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must be a number in [0, 1), got {tolerance!r}")
+    if not is_int(max_front) or max_front < 1:
+        raise ValueError(f"max_front must be an integer >= 1, got {max_front!r}")
+    if not is_int(seed) or not 0 <= seed < 2**31:
+        raise ValueError(f"seed must be an integer in [0, 2**31), got {seed!r}")
+    if backend_options is not None and not isinstance(backend_options, dict):
+        raise TypeError(f"backend_options must be a dict of the backend's keyword arguments, got "
+                        f"{type(backend_options).__name__} {backend_options!r}")
 
 
 def _branches(A: np.ndarray, split: bool) -> dict[str, np.ndarray]:

@@ -30,6 +30,9 @@ def plot_comparison(source, distilled, title: str = "", log_r_range=(-1.0, 1.0),
     """
     import matplotlib.pyplot as plt
 
+    from drifts.plotting import check_plot_grid
+
+    check_plot_grid(log_r_range, A_range, resolution, slices)
     log_r = np.linspace(*log_r_range, resolution)
     A = np.linspace(*A_range, resolution)
     src = objective_slope(source, log_r, A, t)

@@ -214,6 +214,9 @@ class DistillResult:
         """
         MirrorAgent = _mirror_agent_class()
         best = self._need_best()
+        if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
+            # checked here too: agent.evaluate would say so only after both agents have trained
+            raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")
         out = {}
         for label, drift in (("distilled", best.drift), ("source", self.source)):
             agent = MirrorAgent(drift=drift, total_timesteps=total_timesteps, n_seeds=n_seeds, seed=seed,

@@ -9,6 +9,8 @@ accuracy where an agent actually lives.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -39,8 +41,9 @@ class Samples:
 def sample_pairs(n: int, r_range=DEFAULT_R_RANGE, A_range=DEFAULT_A_RANGE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``n`` pairs: ``r`` log-uniform in ``r_range``, ``A`` uniform in ``A_range``."""
     (r_lo, r_hi), (a_lo, a_hi) = _check_ranges(r_range, A_range)
-    if int(n) < 20:
-        raise ValueError(f"n_samples must be at least 20 to fit and hold out, got {n}")
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < MIN_SAMPLES:
+        raise ValueError(f"n_samples must be an integer >= {MIN_SAMPLES} (pairs are split by advantage sign and held "
+                         f"out, and each part needs enough to fit), got {n!r}")
     rng = np.random.default_rng(seed)
     r = np.exp(rng.uniform(np.log(r_lo), np.log(r_hi), int(n)))
     A = rng.uniform(a_lo, a_hi, int(n))
@@ -49,13 +52,18 @@ def sample_pairs(n: int, r_range=DEFAULT_R_RANGE, A_range=DEFAULT_A_RANGE, seed:
 
 def recorded_pairs(samples) -> tuple[np.ndarray, np.ndarray]:
     """Validate user-provided pairs: ``(r, A)`` arrays or an ``(n, 2)`` array, ``r > 0``, finite."""
-    if isinstance(samples, tuple | list) and len(samples) == 2:
-        r, A = (np.asarray(x, dtype=float).ravel() for x in samples)
-    else:
-        arr = np.asarray(samples, dtype=float)
-        if arr.ndim != 2 or arr.shape[1] != 2:
-            raise ValueError("samples must be a pair (r, A) of arrays or an array of shape (n, 2)")
-        r, A = arr[:, 0], arr[:, 1]
+    shape_hint = "samples must be a pair (r, A) of arrays or an array of shape (n, 2)"
+    try:
+        if isinstance(samples, tuple | list) and len(samples) == 2:
+            r, A = (np.asarray(x, dtype=float).ravel() for x in samples)
+        else:
+            arr = np.asarray(samples, dtype=float)
+            if arr.ndim != 2 or arr.shape[1] != 2:
+                raise ValueError(shape_hint)
+            r, A = arr[:, 0], arr[:, 1]
+    except (TypeError, ValueError) as err:  # e.g. a dict, strings, ragged lists, complex numbers
+        raise ValueError(f"{shape_hint}, got {type(samples).__name__}" + ("" if str(err) == shape_hint else
+                                                                          f" ({err})")) from None
     if r.shape != A.shape:
         raise ValueError(f"samples: r and A have different lengths ({r.size} and {A.size})")
     if r.size < 20:
@@ -65,9 +73,23 @@ def recorded_pairs(samples) -> tuple[np.ndarray, np.ndarray]:
     return r, A
 
 
+MIN_SAMPLES = 100
+
+
+def number_pair(name: str, value) -> tuple[float, float]:
+    """``(low, high)`` as two finite floats, or a ValueError naming ``name``."""
+    try:
+        lo, hi = (float(x) for x in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (low, high) of numbers, got {value!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return lo, hi
+
+
 def _check_ranges(r_range, A_range):
-    r_lo, r_hi = (float(x) for x in r_range)
-    a_lo, a_hi = (float(x) for x in A_range)
+    r_lo, r_hi = number_pair("r_range", r_range)
+    a_lo, a_hi = number_pair("A_range", A_range)
     if not (0 < r_lo < r_hi):
         raise ValueError(f"r_range must satisfy 0 < low < high, got {r_range}")
     if not a_lo < a_hi:
@@ -113,8 +135,8 @@ def evaluate_source(drift, r: np.ndarray, A: np.ndarray, t=None) -> tuple[np.nda
 
 def make_samples(drift, n_samples: int, r_range, A_range, samples, holdout: float, seed: int, t=None) -> Samples:
     """Draw (or take) pairs, evaluate the source, and mark a random ``holdout`` fraction as held out."""
-    if not 0 < holdout < 1:
-        raise ValueError(f"holdout must be in (0, 1), got {holdout}")
+    if isinstance(holdout, bool) or not isinstance(holdout, numbers.Real) or not 0 < holdout < 1:
+        raise ValueError(f"holdout must be a number in (0, 1), got {holdout!r}")
     r, A = sample_pairs(n_samples, r_range, A_range, seed) if samples is None else recorded_pairs(samples)
     f, dfdr = evaluate_source(drift, r, A, t)
     rng = np.random.default_rng(seed + 1)

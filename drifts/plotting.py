@@ -10,6 +10,7 @@ servers; the caller owns them (``fig.savefig(...)``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,8 +49,28 @@ def objective_derivative(f: Any, log_r: np.ndarray, A: np.ndarray, t: float = 0.
         return np.asarray(out).reshape(L.shape)
 
 
+def check_plot_grid(log_r_range, A_range, resolution, slices=()) -> None:
+    """A clear ValueError for a plot grid numpy would refuse deep inside (or draw as an empty picture)."""
+    for name, value in (("log_r_range", log_r_range), ("A_range", A_range)):
+        try:
+            lo, hi = (float(x) for x in value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a pair (low, high) of numbers, got {value!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"{name} must be finite with low < high, got {value!r}")
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 2:
+        raise ValueError(f"resolution must be an integer >= 2 (grid points per axis), got {resolution!r}")
+    try:
+        ok = all(math.isfinite(float(a)) for a in slices)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"slices must be a sequence of finite advantages, got {slices!r}")
+
+
 def _draw(fig: Figure, axes, drift: Drift, log_r_range, A_range, slices, resolution, t, vmax) -> Any:
     t = check_progress(t)
+    check_plot_grid(log_r_range, A_range, resolution, slices)
     ax_map, ax_sl = axes
     log_r = np.linspace(*log_r_range, resolution)
     adv = np.linspace(*A_range, resolution)

@@ -192,6 +192,34 @@ def test_unknown_backend_and_target():
         distill(dpo(), backend="linear", time_budget=1, target="value")
 
 
+@pytest.mark.parametrize("kw, error, message", [
+    (dict(r_range=(0.5, math.inf)), ValueError, "r_range must be finite"),
+    (dict(A_range=(1, 2, 3)), ValueError, r"A_range must be a pair \(low, high\) of numbers"),
+    (dict(seed=-1), ValueError, r"seed must be an integer in \[0, 2\*\*31\), got -1"),
+    (dict(seed=1.5), ValueError, "seed must be an integer"),
+    (dict(samples={"r": [1.0, 2.0]}), ValueError, r"samples must be a pair \(r, A\) of arrays .*got dict"),
+    (dict(backend_options="x"), TypeError, "backend_options must be a dict"),
+    (dict(holdout="0.25"), ValueError, "holdout must be a number in"),
+    (dict(tolerance="0.01"), ValueError, "tolerance must be a number in"),
+    (dict(n_samples=20), ValueError, "n_samples must be an integer >= 100"),
+    (dict(max_length="30"), ValueError, "max_length must be an integer >= 3"),
+])
+def test_bad_arguments_are_named(kw, error, message):
+    with pytest.raises(error, match=message):
+        distill(dpo(), backend="linear", time_budget=1, **kw)
+
+
+def test_plot_grids_and_evaluate_episodes_are_checked_before_any_work(ppo_result):
+    from drifts import plot_drift
+
+    with pytest.raises(ValueError, match="resolution must be an integer >= 2"):
+        ppo_result.plot(resolution=0)
+    with pytest.raises(ValueError, match="log_r_range must be finite with low < high"):
+        plot_drift("dpo", log_r_range=(1.0, -1.0))
+    with pytest.raises(ValueError, match="n_episodes must be a positive integer, got 0"):
+        ppo_result.evaluate("CartPole-v1", n_episodes=0, total_timesteps=10**9)  # refused before training
+
+
 def test_non_traceable_drift_is_a_type_error():
     def bad(r, A):
         return float(r[0]) * A  # Python float of a tracer
