@@ -10,6 +10,8 @@ unrecorded one).
 
 from __future__ import annotations
 
+import numbers
+
 import jax
 import numpy as np
 
@@ -35,8 +37,8 @@ def record_training_pairs(drift, env="CartPole-v1", n_pairs: int = 4000, *, seed
 
     source = drift if isinstance(drift, Drift) else get_drift(drift)
     check_traceable(source, 0.0 if source.temporal else None)  # a clear error now, not one from inside training
-    if int(n_pairs) < 20:
-        raise ValueError(f"n_pairs must be at least 20 to fit and hold out, got {n_pairs}")
+    if isinstance(n_pairs, bool) or not isinstance(n_pairs, numbers.Integral) or n_pairs < 20:
+        raise ValueError(f"n_pairs must be an integer >= 20 (enough to fit and hold out), got {n_pairs!r}")
     agent = MirrorAgent(drift=None, seed=seed, n_seeds=n_seeds, check_drift=False, **agent_kwargs)
     expected = _expected_pairs(agent, env, n_seeds)
     keep = 1.0 if expected is None else min(1.0, 8.0 * n_pairs / expected)

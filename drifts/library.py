@@ -46,6 +46,14 @@ def _hidden(family: str, hidden: Any) -> int:
     return int(hidden)
 
 
+def _seed(family: str, seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{family}: seed must be a whole number, got {seed!r}")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"{family}: seed must be in [0, 2**32), got {seed}")
+    return int(seed)
+
+
 def _flag(family: str, name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):  # "yes" or 1 in a file is a mistake, not True
         raise TypeError(f"{family}: {name} must be True or False, got {value!r}")
@@ -134,6 +142,10 @@ def lpo(hidden: int = 128, temporal: bool = False, params: Any = None, seed: int
     eps = _positive("lpo", "eps", eps)  # eps <= 0 would make f(1, A) = -eps A, not 0
     n_in = 16 if temporal else 8
     if params is None:
+        seed = _seed("lpo", seed)
+        if isinstance(init_scale, (bool, str, bytes)) or not isinstance(init_scale, numbers.Real) \
+                or not math.isfinite(init_scale) or init_scale < 0:
+            raise ValueError(f"lpo: init_scale must be a finite number >= 0, got {init_scale!r}")
         params = lpo_init(jax.random.PRNGKey(seed), hidden=hidden, temporal=temporal, init_scale=init_scale)
     _check_weights("lpo", params, {"w1": (n_in, hidden), "w2": (hidden, 1)})
     name = "ta-lpo" if temporal else "lpo"
@@ -167,7 +179,7 @@ def lpo_zero(hidden: int = 256, temporal: bool = False, params: Any = None, seed
     hidden, temporal = _hidden("lpo_zero", hidden), _flag("lpo_zero", "temporal", temporal)
     n_in = 16 if temporal else 8
     if params is None:
-        k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+        k1, k2, k3 = jax.random.split(jax.random.PRNGKey(_seed("lpo_zero", seed)), 3)
         params = {
             "w1": (jax.random.normal(k1, (n_in, hidden)) * jnp.sqrt(2.0 / n_in)).astype(float),
             "w2": (jax.random.normal(k2, (hidden, hidden)) * jnp.sqrt(2.0 / hidden)).astype(float),

@@ -16,7 +16,7 @@ reads back the same (replicated) host arrays, so every process makes identical E
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -84,9 +84,23 @@ def initial_states(fn: PopulationFn, train_keys: np.ndarray) -> Any:
     return jax.tree_util.tree_map(lambda x: x.reshape(train_keys.shape[:2] + x.shape[1:]), stacked)
 
 
+def check_devices(devices: Any) -> list:
+    """``devices`` as a non-empty list of JAX devices, or a ValueError that says what to pass."""
+    hint = "pass a list of JAX devices, e.g. devices=jax.devices() or jax.devices()[:1], or None for all"
+    if isinstance(devices, (str, bytes)) or not isinstance(devices, Iterable):
+        raise ValueError(f"devices must be a sequence of JAX devices, got {devices!r}; {hint}")
+    devices = list(devices)
+    if not devices:
+        raise ValueError(f"devices is empty; {hint}")
+    bad = [d for d in devices if not isinstance(d, jax.Device)]
+    if bad:
+        raise ValueError(f"devices holds {bad[0]!r}, not a JAX device; {hint}")
+    return devices
+
+
 def make_mesh(devices: Sequence[Any] | None, chunk: int) -> Mesh:
     """A 1-D ``"pop"`` mesh over the most devices (of ``devices``, default all) that divide ``chunk``."""
-    devices = list(jax.devices() if devices is None else devices)
+    devices = list(jax.devices()) if devices is None else check_devices(devices)
     n = max(d for d in range(1, len(devices) + 1) if chunk % d == 0)
     return Mesh(np.asarray(devices[:n]), ("pop",))
 

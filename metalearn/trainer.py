@@ -39,13 +39,18 @@ def is_genome_name(name: Any) -> bool:
 
 
 def resolve_genome(drift: str | Drift, seed: int = 0) -> Drift:
-    """The drift whose params the ES evolves: a name in ``GENOMES`` or any parametrised ``Drift``.
+    """The drift whose params the ES evolves: a name in ``GENOMES``, a drift file or any parametrised ``Drift``.
 
     ``"lpo"`` is the PPO-initialised LPO network (zero output layer: exactly PPO at the start, as in
     the paper), not the shipped meta-trained one; ``"ta-lpo"`` its temporally aware form.
     """
     from drifts.library import dpo, lpo, lpo_zero
 
+    if isinstance(drift, os.PathLike) or (isinstance(drift, str) and not is_genome_name(drift)
+                                          and (os.path.exists(drift) or drift.endswith(".drift"))):
+        if not os.path.exists(drift):
+            raise FileNotFoundError(f"no such drift file: {os.fspath(drift)!r} (drift=, the genome to evolve)")
+        drift = Drift.load(drift)  # a drift file: evolve from its parameters (e.g. continue a learned LPO)
     if isinstance(drift, Drift):
         if not jax.tree_util.tree_leaves(drift.params):
             raise ValueError(f"drift {drift.name!r} has no parameters to evolve; pass a parametrised drift "
@@ -215,6 +220,8 @@ class MetaTrainer:
             raise ValueError("envs is empty: give at least one environment id, e.g. envs=['CartPole-v1']")
         check_inner(self.inner)
         check_checkpoint_dir(self.checkpoint_dir)
+        if self.devices is not None:
+            inner_lib.check_devices(self.devices)
 
     def _setup(self) -> dict:
         """Resolve environments, inner configurations, genome and strategy (no training yet)."""

@@ -175,3 +175,15 @@ def test_save_refuses_parameters_that_would_not_load_back(tmp_path):
         with pytest.raises(ValueError, match=f"not saved to .*{problem}"):
             drift.save(tmp_path / "d.drift")
         assert not (tmp_path / "d.drift").exists()
+
+
+def test_network_drift_seeds_and_scales_are_checked():
+    from drifts import lpo
+    from drifts.library import lpo_zero
+
+    with pytest.raises(TypeError, match="lpo: seed must be a whole number, got 'a'"):
+        lpo(seed="a")
+    with pytest.raises(ValueError, match=r"lpo_zero: seed must be in \[0, 2\*\*32\), got -1"):
+        lpo_zero(seed=-1)
+    with pytest.raises(ValueError, match="init_scale must be a finite number >= 0, got nan"):
+        lpo(init_scale=float("nan"))

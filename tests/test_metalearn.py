@@ -169,6 +169,9 @@ def test_two_devices_give_the_same_result(reference, tmp_path):
     (dict(sigma_limit=0.05), r"sigma_limit=0.05 > sigma_init=0.04"),
     (dict(learning_rate=float("inf")), "learning_rate must be a finite number, got inf"),
     (dict(sigma_init="0.04"), "sigma_init must be a finite number, got '0.04'"),
+    (dict(devices="cpu"), r"devices must be a sequence of JAX devices, got 'cpu'; pass a list of JAX devices"),
+    (dict(devices=[]), "devices is empty"),
+    (dict(devices=["cpu:0"]), "devices holds 'cpu:0', not a JAX device"),
 ])
 def test_bad_configurations_refused(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -354,6 +357,17 @@ def test_cli_genome_names_win_over_files(tmp_path, monkeypatch):
     assert resolve_drift_arg("lpo") == "lpo" and resolve_drift_arg("TA-LPO") == "TA-LPO"
     lpo(hidden=8).save(tmp_path / "mine.drift")
     assert isinstance(resolve_drift_arg("mine.drift"), Drift)
+
+
+def test_python_api_takes_a_drift_file_as_the_genome(tmp_path):
+    from drifts import lpo
+    from metalearn import resolve_genome
+
+    lpo(hidden=8).save(tmp_path / "mine.drift")
+    for spec in (tmp_path / "mine.drift", str(tmp_path / "mine.drift")):
+        assert jax.tree_util.tree_leaves(resolve_genome(spec).params)[0].shape[-1] == 8
+    with pytest.raises(FileNotFoundError, match="no such drift file.*missing.drift"):
+        resolve_genome(str(tmp_path / "missing.drift"))
 
 
 def test_missing_evosax_names_the_install_command(monkeypatch, tmp_path, capsys):
