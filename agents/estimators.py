@@ -267,6 +267,8 @@ class MirrorAgent:
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(env) before {what}()")
 
     def _seed_params(self):
+        if isinstance(self.policy_seed, bool) or not isinstance(self.policy_seed, (int, np.integer)):
+            raise ValueError(f"policy_seed must be the index of a trained seed (an integer), got {self.policy_seed!r}")
         seed = int(self.policy_seed)
         if not 0 <= seed < self.n_seeds_:
             raise ValueError(f"policy_seed={seed} but the agent has {self.n_seeds_} seeds (0..{self.n_seeds_ - 1})")
@@ -276,6 +278,8 @@ class MirrorAgent:
     def predict(self, obs: Any, deterministic: bool = True, key: Any = None) -> np.ndarray:
         """Action(s) for one observation or a batch (numpy in, numpy out), from seed ``policy_seed``."""
         self._check_fitted("predict")
+        if not isinstance(deterministic, (bool, np.bool_)):  # None or "no" would silently sample / act greedily
+            raise ValueError(f"deterministic must be True or False, got {deterministic!r}")
         obs_shape = tuple(self.env_spaces_["obs_shape"])
         expected = f"expected {obs_shape} (one observation) or (batch, {', '.join(map(str, obs_shape))})"
         try:

@@ -75,8 +75,16 @@ class Drift:
 
     def __call__(self, r: jax.Array, A: jax.Array, t: jax.Array | float | None = None) -> jax.Array:
         """Elementwise, broadcasting, jax-traceable evaluation with this drift's own parameters."""
-        r, A = jnp.asarray(r), jnp.asarray(A)
+        try:
+            r, A = jnp.asarray(r), jnp.asarray(A)
+        except TypeError:
+            raise TypeError(f"drift {self.name!r}: r and A must be numbers or arrays of numbers, got "
+                            f"{type(r).__name__} and {type(A).__name__}") from None
         if t is not None:
+            if not self.temporal:  # silently ignoring it would hide a mix-up of drifts
+                raise ValueError(f"drift {self.name!r} takes no training progress t; call it as drift(r, A)")
+            if isinstance(t, (numbers.Real, np.ndarray)) and np.ndim(t) == 0:
+                t = check_progress(t)
             t = jnp.asarray(t)
         return self.apply(self.params, r, A, t)
 

@@ -116,6 +116,13 @@ def check_inner(inner: Any) -> None:
         warnings.warn(f"inner={type(inner).__name__}(...) supplies only hyperparameters: its drift is ignored and "
                       "every inner run trains with the evolved genome (MetaTrainer(drift=...)); pass PPO(...) with "
                       "the same settings to silence this", UserWarning, stacklevel=5)
+    elif inner.eps != PPO().eps:
+        warnings.warn(f"inner=PPO(eps={inner.eps}) sets PPO's clip drift, which the inner runs do not use: they train "
+                      "with the evolved genome; for an LPO genome with another clip range pass "
+                      f"MetaTrainer(drift=drifts.lpo(eps={inner.eps}))", UserWarning, stacklevel=5)
+    if getattr(inner, "n_seeds", 1) != 1:
+        warnings.warn(f"inner n_seeds={inner.n_seeds} is ignored: each population member trains "
+                      "MetaTrainer(n_inner_seeds=...) seeds; set that instead", UserWarning, stacklevel=5)
 
 
 def check_checkpoint_dir(folder: Any) -> None:

@@ -142,6 +142,17 @@ def test_predict_takes_integer_and_jax_keys_and_empty_batches(fitted):
         fitted.predict(obs, deterministic=False, key=2**32)  # PRNGKey would silently make it the key of 0
     empty = fitted.predict(np.zeros((0, 4)))
     assert empty.shape == (0,) and empty.dtype == fitted.predict(obs).dtype
+    with pytest.raises(ValueError, match="deterministic must be True or False, got None"):
+        fitted.predict(obs, deterministic=None)  # would silently sample
+    odd = clone_fitted_with(fitted, policy_seed=1.5)
+    with pytest.raises(ValueError, match="policy_seed must be the index of a trained seed"):
+        odd.predict(obs)  # int(1.5) would silently act with seed 1
+
+
+def clone_fitted_with(agent, **params):
+    import copy
+
+    return copy.copy(agent).set_params(**params)
 
 
 def test_a_budget_rounded_down_by_a_whole_batch_is_announced():

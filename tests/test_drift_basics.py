@@ -187,3 +187,15 @@ def test_network_drift_seeds_and_scales_are_checked():
         lpo_zero(seed=-1)
     with pytest.raises(ValueError, match="init_scale must be a finite number >= 0, got nan"):
         lpo(init_scale=float("nan"))
+
+
+def test_calling_a_drift_checks_its_inputs():
+    from drifts import dpo, lpo
+
+    with pytest.raises(TypeError, match="drift 'dpo': r and A must be numbers or arrays of numbers, got str"):
+        dpo()("a", 1.0)
+    with pytest.raises(ValueError, match="drift 'dpo' takes no training progress t"):
+        dpo()(1.0, 1.0, 0.5)
+    with pytest.raises(ValueError, match=r"t is training progress and must be a number in \[0, 1\], got 2.0"):
+        lpo(temporal=True)(1.0, 1.0, 2.0)
+    assert float(lpo(temporal=True)(1.0, 1.0, 0.5)) == 0.0

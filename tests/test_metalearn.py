@@ -419,6 +419,10 @@ def test_single_env_accepted_and_ignored_inner_drift_warned():
         assert [e.id for e in tiny(envs=single)._setup()["envs"]] == ["CartPole-v1"]
     with pytest.warns(UserWarning, match="DPO.*drift is ignored"):
         MetaTrainer(inner=DPO(**INNER), **TINY)._validate()
+    with pytest.warns(UserWarning, match=r"PPO\(eps=0.5\) sets PPO's clip drift.*drifts.lpo\(eps=0.5\)"):
+        MetaTrainer(inner=PPO(eps=0.5, **INNER), **TINY)._validate()
+    with pytest.warns(UserWarning, match=r"inner n_seeds=3 is ignored.*n_inner_seeds"):
+        MetaTrainer(inner=PPO(n_seeds=3, **INNER), **TINY)._validate()
 
 
 def test_fewer_generations_than_checkpoint_warns_and_keeps_it(reference):
