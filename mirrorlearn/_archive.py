@@ -85,16 +85,24 @@ def write_archive(path: str | os.PathLike, meta: Mapping[str, Any], arrays: Mapp
     if META_KEY in payload:
         raise ValueError(f"{META_KEY!r} is reserved")
     payload[META_KEY] = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
-    return atomic_write(path, lambda handle: np.savez(handle, **payload))
+    return atomic_write(path, lambda handle: np.savez(handle, **payload), kind=meta.get("kind"))
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb",
+                 kind: str | None = None) -> Path:
     """Call ``write(handle)`` on a temporary file beside ``path``, fsync it and rename it over ``path``.
 
     A crash or an exception at any point leaves the previous file (if any) untouched and no temporary
-    file behind.
+    file behind. A saved mirrorlearn file of another kind (``kind``: what is written now; None for
+    JSON and pictures) is never replaced: ``agent.save("lpo.drift")`` must not destroy a learned drift.
     """
     path = Path(path)
+    held = archive_kind(path)
+    if held is not None and held != kind:
+        new = _noun(kind) if kind else "this output"
+        what = f"{'an' if new[:1] in 'aeiou' else 'a'} {new} file" if kind else new
+        raise FileExistsError(f"{str(path)!r} holds a saved {_noun(held)}; writing {what} there would destroy it. "
+                              "Choose another path, or move that file first")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):  # a component of the folder is a file
@@ -137,6 +145,26 @@ def _file_mode(path: Path) -> int:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+def _noun(kind: str) -> str:
+    """'mirrorlearn.agent' -> 'agent' (for messages)."""
+    return {"mirrorlearn.metatrain": "meta-training checkpoint"}.get(kind, kind.removeprefix("mirrorlearn."))
+
+
+def archive_kind(path: Path) -> str | None:
+    """The ``kind`` of the mirrorlearn archive at ``path`` (reads only its metadata), else None."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if META_KEY not in data.files:
+                return None
+            meta = json.loads(data[META_KEY].tobytes().decode("utf-8"))
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, UnicodeDecodeError):  # not an archive of ours
+        return None
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def read_archive(path: str | os.PathLike, kind: str, max_version: int) -> tuple[dict, dict[str, np.ndarray]]:

@@ -188,6 +188,23 @@ def test_save_is_atomic_and_never_pickles(fitted, tmp_path, monkeypatch):
     assert path.read_bytes() == before
 
 
+def test_a_saved_file_of_another_kind_is_never_replaced(fitted, tmp_path):
+    from mirrorlearn._archive import write_json_atomic
+
+    drift_file = dpo(alpha=3.0).save(tmp_path / "learned.drift")
+    before = drift_file.read_bytes()
+    with pytest.raises(FileExistsError, match=r"learned.drift' holds a saved drift; writing an agent file there "
+                       "would destroy it"):
+        fitted.save(drift_file)
+    with pytest.raises(FileExistsError, match="holds a saved drift; writing this output there"):
+        write_json_atomic(drift_file, {"results": []})
+    assert drift_file.read_bytes() == before
+    fitted.save(tmp_path / "agent.npz")
+    fitted.save(tmp_path / "agent.npz")  # an agent over an agent: replaced, as save always did
+    (tmp_path / "notes.txt").write_text("mine")
+    fitted.save(tmp_path / "notes.txt")  # not a mirrorlearn file: the path the user chose wins
+
+
 def test_sklearn_conventions(fitted):
     from sklearn.base import clone
 
