@@ -15,6 +15,8 @@ The sampling designs, each ``distill(get_drift("lpo"), backend="auto", time_budg
 * ``pooled_si``: the same with the MinAtar half recorded on SpaceInvaders-MinAtar (131,072 steps,
   1 seed), the game the MinAtar comparison runs on (a closed form holds where its pairs came from).
 * ``pooled_si_full``: the same, recording over the MinAtar comparison's whole 300k-step run.
+* ``si``: 4000 pairs recorded on SpaceInvaders-MinAtar alone (131,072 steps, 1 seed): pooled pairs
+  weigh the game with the larger ratio moves most, so this is the closed form for that game alone.
 
 ``--designs`` picks which to distil (default: the first three); the others' closed forms already in the
 JSON file are kept. ``--tag _x`` writes them as ``<design>_x`` (rows and drift files), leaving the
@@ -73,7 +75,9 @@ def main(argv=None) -> None:
     all_designs = {"default": None, "recorded": lambda: cartpole(4000),
                    "pooled": lambda: pooled("Breakout-MinAtar", 65_536),
                    "pooled_si": lambda: pooled("SpaceInvaders-MinAtar", 131_072),
-                   "pooled_si_full": lambda: pooled("SpaceInvaders-MinAtar", 300_000)}
+                   "pooled_si_full": lambda: pooled("SpaceInvaders-MinAtar", 300_000),
+                   "si": lambda: record_training_pairs(source, "SpaceInvaders-MinAtar", 4000, total_timesteps=131_072,
+                                                       seed=50)}
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--designs", nargs="+", default=["default", "recorded", "pooled"], choices=list(all_designs),
                    help="the designs to distil (default: the three CartPole/Breakout ones, ~4 min each; the "
