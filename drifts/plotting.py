@@ -76,6 +76,9 @@ def _draw(fig: Figure, axes, drift: Drift, log_r_range, A_range, slices, resolut
     adv = np.linspace(*A_range, resolution)
     dmap = objective_derivative(drift, log_r, adv, t)
     finite = dmap[np.isfinite(dmap)]
+    if not finite.size:  # a blank picture would look like "no gradient anywhere"
+        raise ValueError(f"drift {drift.name!r} has a NaN or inf slope at every point of the grid (log r in "
+                         f"{tuple(log_r_range)}, A in {tuple(A_range)}); check it with check_drift")
     lim = vmax if vmax is not None else (float(np.max(np.abs(finite))) if finite.size else 1.0)
     lim = lim if lim > 0 else 1.0
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim)

@@ -216,6 +216,8 @@ def test_plot_grids_and_evaluate_episodes_are_checked_before_any_work(ppo_result
         ppo_result.plot(resolution=0)
     with pytest.raises(ValueError, match="log_r_range must be finite with low < high"):
         plot_drift("dpo", log_r_range=(1.0, -1.0))
+    with pytest.raises(ValueError, match="NaN or inf slope at every point of the grid"):
+        plot_drift(lambda r, A: r * A * jnp.nan, resolution=8)
     with pytest.raises(ValueError, match="n_episodes must be a positive integer, got 0"):
         ppo_result.evaluate("CartPole-v1", n_episodes=0, total_timesteps=10**9)  # refused before training
 
