@@ -187,8 +187,16 @@ class MirrorAgent:
         env = make_env(env) if not isinstance(env, JaxEnv) else env
         overrides = self.config_overrides()
         user_vec_envs = len(getattr(env, "env_fns", ()))
-        if "num_envs" not in overrides and user_vec_envs > 1:  # a user's vector env of N sub-envs trains N
-            overrides["num_envs"] = user_vec_envs
+        if user_vec_envs > 1:  # a user's vector env of N sub-envs trains N
+            # Sub-envs from one factory (gym.make_vec of an id) are interchangeable; separate factories may
+            # be separate tasks, and another num_envs would silently leave some out or repeat others.
+            distinct = len({id(fn) for fn in env.env_fns}) > 1
+            if overrides.setdefault("num_envs", user_vec_envs) != user_vec_envs and distinct:
+                raise ValueError(f"num_envs={overrides['num_envs']} but the vector env {env.id!r} has {user_vec_envs} "
+                                 f"sub-environments from separate factories (possibly separate tasks): training would "
+                                 f"{'leave some out' if overrides['num_envs'] < user_vec_envs else 'repeat some'}. "
+                                 f"Drop num_envs (or set num_envs={user_vec_envs}), or pass a vector env of the size "
+                                 "you want")
         config = preset(getattr(env, "preset", "classic"), **overrides).validate()
         if config.network == "minatar" and len(env.obs_shape) != 3:
             raise ValueError(f"network='minatar' (a convolutional torso) needs image observations of shape (H, W, C); "
@@ -288,6 +296,8 @@ class MirrorAgent:
             hint = ("; env.reset() returns (obs, info): unpack it with `obs, _ = env.reset()`"
                     if isinstance(obs, tuple) and len(obs) == 2 and isinstance(obs[1], dict) else "")
             raise ValueError(f"observation must be an array of numbers, got {type(obs).__name__}; {expected}{hint}") from None
+        if obs_shape == (1,) and x.ndim <= 1 and x.shape != obs_shape:  # a Box(shape=()) space is learnt as (1,)
+            x = x.reshape(-1, 1) if x.ndim == 1 else x.reshape(1)  # (n,): n scalar observations; (): one
         single = x.shape == obs_shape
         if single:
             x = x[None]

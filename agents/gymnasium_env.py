@@ -25,6 +25,7 @@ import dataclasses
 import difflib
 import functools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -102,6 +103,7 @@ def _step_guard_class():
             self._step = 0
             space = env.observation_space
             self._obs_shape = tuple(getattr(space, "shape", None) or ())
+            self._obs_dtype = np.dtype(getattr(space, "dtype", None) or np.float32)
             act = env.action_space
             # a Box of shape () is learnt as shape (1,): give the env back the shape it declared
             self._scalar_action = isinstance(act, gym.spaces.Box) and tuple(act.shape) == ()
@@ -115,7 +117,8 @@ def _step_guard_class():
 
         def _check_obs(self, what: str, obs):
             # cheap on the usual path (an ndarray of the right shape): this runs for every step of every env
-            if not (isinstance(obs, np.ndarray) and obs.dtype.kind in "fiub"):
+            native = isinstance(obs, np.ndarray)  # lists and scalars take the space's dtype when stored
+            if not (native and obs.dtype.kind in "fiub"):
                 try:
                     obs = np.asarray(obs, dtype=np.float64)
                 except (TypeError, ValueError) as err:
@@ -125,6 +128,11 @@ def _step_guard_class():
                                             f"{self.env.observation_space} declares {self._obs_shape}"))
             if obs.dtype.kind == "f" and not np.isfinite(obs).all():
                 self._fail(what, ValueError(f"the observation contains NaN or inf: {obs!r}"))
+            if native and not np.can_cast(obs.dtype, self._obs_dtype, casting="same_kind"):
+                # a vector env copies observations into buffers of the space's dtype and would fail in numpy
+                self._fail(what, ValueError(f"the observation has dtype {obs.dtype}, but observation_space "
+                                            f"{self.env.observation_space} declares {self._obs_dtype}; return "
+                                            f"{self._obs_dtype} arrays or declare the space with dtype={obs.dtype}"))
 
         def reset(self, **kwargs):
             self._episode += 1
@@ -186,6 +194,11 @@ def obs_shape_from_space(space) -> tuple[int, ...]:
     raise UnsupportedSpaceError(f"unsupported observation space {space!r}; mirrorlearn supports {_SUPPORTED}")
 
 
+_ACTION_ADVICE = ("mirrorlearn's policies act in Discrete (start 0) and float Box spaces: wrap the env so that it "
+                  "takes one of those, e.g. a Discrete over all combinations of a MultiDiscrete's choices, or a Box "
+                  "whose values a gymnasium.wrappers.TransformAction rounds")
+
+
 def action_spec_from_space(space) -> tuple[ActionSpec, int]:
     """The :class:`ActionSpec` of a Gymnasium action space (and a Discrete space's ``start``)."""
     from gymnasium import spaces
@@ -201,8 +214,14 @@ def action_spec_from_space(space) -> tuple[ActionSpec, int]:
         shape = tuple(int(s) for s in space.shape) or (1,)
         low = np.broadcast_to(np.asarray(space.low, np.float64), shape).reshape(-1)
         high = np.broadcast_to(np.asarray(space.high, np.float64), shape).reshape(-1)
+        if np.any((low > 0) | (high < 0)):
+            # The Gaussian policy starts at mean 0, std 1 and its actions are clipped to the box: every action
+            # would start on a bound, with no gradient to leave it.
+            warnings.warn(f"action space {space!r} does not contain 0 in every dimension, where the Gaussian policy "
+                          "starts; its clipped actions would sit on the bounds and may never learn. Wrap the env "
+                          "with gymnasium.wrappers.RescaleAction(env, -1.0, 1.0)", UserWarning, stacklevel=2)
         return ActionSpec("continuous", shape=shape, low=tuple(map(float, low)), high=tuple(map(float, high))), 0
-    raise UnsupportedSpaceError(f"unsupported action space {space!r}; mirrorlearn supports {_SUPPORTED}")
+    raise UnsupportedSpaceError(f"unsupported action space {space!r}; {_ACTION_ADVICE}")
 
 
 def _check_discrete_start(space_start: int, space) -> None:
@@ -321,6 +340,12 @@ def _copier(env) -> Callable[[], Any]:
         if spec is not None and getattr(spec, "id", None):
             import gymnasium as gym
 
+            # The spec keeps the make() arguments and wrappers, not changes made to the instance since.
+            warnings.warn(f"cannot copy {_env_name(env)} (copy.deepcopy failed: {err}), so training and evaluation "
+                          f"use fresh gym.make({spec.id!r}) environments with the same arguments and wrappers; "
+                          "changes made to your instance after gym.make are not carried over. If there are any, "
+                          "pass a gymnasium.vector.SyncVectorEnv built from a factory function instead",
+                          UserWarning, stacklevel=4)
             return lambda: gym.make(spec)
         raise ValueError(
             f"cannot make independent copies of {_env_name(env)} (copy.deepcopy failed: {err}); pass a "

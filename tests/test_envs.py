@@ -638,3 +638,53 @@ def test_a_brax_env_without_a_spring_model_trains_as_custom():
     from brax import envs
 
     assert make_env(envs.get_environment("swimmer")).id == "custom:brax:swimmer"  # spring cannot build swimmer
+
+
+def test_gymnasium_edge_cases_are_named_not_silent():
+    import threading
+    import warnings
+
+    uncopyable = gym.make("CartPole-v1")
+    uncopyable.unwrapped.lock = threading.Lock()  # deepcopy fails: fresh gym.make copies, said out loud
+    with pytest.warns(UserWarning, match="changes made to your instance after gym.make are not carried over"):
+        make_env(uncopyable)
+    separate = gym.vector.SyncVectorEnv([lambda: Counter(), lambda: Counter(terminate=True), lambda: Counter()])
+    with pytest.raises(ValueError, match="num_envs=2 but the vector env .* has 3 sub-environments from separate "
+                       "factories.*leave some out"):
+        PPO(num_envs=2).make_config(make_env(separate))
+    separate.close()
+    same = gym.make_vec("CartPole-v1", 3)  # one factory: any number of copies is the same task
+    assert PPO(total_timesteps=512, num_envs=4, num_steps=128).make_config(make_env(same)).num_envs == 4
+    same.close()
+
+    class FarActions(ReachTheTarget):
+        action_space = spaces.Box(100.0, 200.0, (2,), np.float32)
+
+    with pytest.warns(UserWarning, match=r"does not contain 0.*RescaleAction\(env, -1.0, 1.0\)"):
+        make_env(FarActions())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_env(ReachTheTarget())  # [-1, 1]: no warning
+
+    class WrongDtype(PickTheLargest):
+        observation_space = spaces.Box(0, 1, (4,), np.uint8)  # but it returns float32 features
+
+    with pytest.raises(EnvStepError, match="observation has dtype float32, but observation_space .* declares uint8"):
+        PPO(total_timesteps=256, num_envs=2, num_steps=64).fit(WrongDtype())
+
+
+def test_scalar_observation_spaces_predict_from_what_the_env_returns():
+    class Scalar(Counter):
+        observation_space = spaces.Box(-1.0, 1.0, (), np.float32)
+
+        def reset(self, *, seed=None, options=None):
+            obs, info = super().reset(seed=seed)
+            return np.asarray(obs, np.float32).reshape(()), info
+
+        def step(self, action):
+            obs, *rest = super().step(action)
+            return (np.asarray(obs, np.float32).reshape(()), *rest)
+
+    agent = PPO(total_timesteps=256, num_envs=2, num_steps=64).fit(Scalar())
+    obs, _ = Scalar().reset(seed=0)
+    assert agent.predict(obs).shape == () and agent.predict(np.zeros(3, np.float32)).shape == (3,)
