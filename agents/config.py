@@ -81,6 +81,9 @@ class PPOConfig:
                 f"samples does not split into num_minibatches = {self.num_minibatches} equal minibatches; "
                 f"choose num_minibatches dividing {self.batch_size}"
             )
+        if self.num_updates >= 2**31 or self.total_timesteps >= 2**53:  # the update counter is an int32
+            raise ValueError(f"total_timesteps = {self.total_timesteps} is too large: {self.num_updates} updates of "
+                             f"{self.batch_size} samples exceed what one run can count (2**31 updates)")
         if self.total_timesteps < self.batch_size:
             raise ValueError(
                 f"total_timesteps = {self.total_timesteps} is less than one batch "

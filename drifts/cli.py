@@ -108,6 +108,7 @@ def check_drift_main(argv: list[str] | None = None) -> int:
 
     try:
         drift, expr = _resolve(args.drift)
+        out = _out_dir(args.out, "check-drift-", ("report.json",), args.overwrite)[0]  # before the work
         report = check_drift(drift, log_r_range=tuple(args.log_r_range), A_range=tuple(args.A_range))
     except (ValueError, TypeError, OSError) as err:
         return _error("check-drift", err)
@@ -128,7 +129,6 @@ def check_drift_main(argv: list[str] | None = None) -> int:
         result["note"] = _unproved_note(sym, expr is None)
         print(f"warning: {result['note']}")
     try:
-        out = _out_dir(args.out, "check-drift-", ("report.json",), args.overwrite)[0]
         write_json_atomic(out / "report.json", result, indent=2, default=str)
     except (OSError, ValueError) as err:  # e.g. --out names an existing file
         return _error("check-drift", err)
@@ -150,6 +150,9 @@ def _unproved_note(sym: Any, no_closed_form: bool) -> str:
             "can miss a violation between its grid points")
 
 
+MAX_DPI = 1200
+
+
 def plot_drift_main(argv: list[str] | None = None) -> int:
     """``mirrorlearn plot-drift DRIFT... --out DIR``: one PNG per drift and, for several, a comparison."""
     p = argparse.ArgumentParser(prog="mirrorlearn plot-drift",
@@ -163,8 +166,8 @@ def plot_drift_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from drifts.plotting import compare_drifts, plot_drift
 
-    if args.dpi < 1:
-        return _error("plot-drift", ValueError(f"--dpi must be a positive integer, got {args.dpi}"))
+    if not 1 <= args.dpi <= MAX_DPI:  # a huge dpi asks matplotlib for gigabytes of pixels
+        return _error("plot-drift", ValueError(f"--dpi must be an integer from 1 to {MAX_DPI}, got {args.dpi}"))
     try:
         check_progress(args.t)
         resolved = [_resolve(s)[0] for s in args.drifts]

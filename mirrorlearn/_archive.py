@@ -9,6 +9,7 @@ renamed over the destination, so an interrupted save never leaves a half-written
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import tempfile
@@ -126,9 +127,29 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
 
 def write_json_atomic(path: str | os.PathLike, data: Any, *, indent: int = 1, sort_keys: bool = False,
                       default: Callable[[Any], Any] | None = None) -> Path:
-    """Write ``data`` as JSON beside ``path`` and rename it over: never a half-written file."""
-    return atomic_write(path, lambda handle: json.dump(data, handle, indent=indent, sort_keys=sort_keys,
-                                                       allow_nan=True, default=default), mode="w")
+    """Write ``data`` as JSON beside ``path`` and rename it over: never a half-written file.
+
+    NaN and infinities become ``null``: strict JSON (JavaScript, ``jq``, other languages) has no NaN.
+    """
+    text = json.dumps(_json_safe(data, default), indent=indent, sort_keys=sort_keys, allow_nan=False)
+    return atomic_write(path, lambda handle: handle.write(text), mode="w")
+
+
+def _json_safe(data: Any, default: Callable[[Any], Any] | None = None) -> Any:
+    """``data`` with non-finite floats as None (recursively through dicts, lists and tuples)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _json_safe(v, default) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_json_safe(v, default) for v in data]
+    if isinstance(data, (str, int, bool)) or data is None:
+        return data
+    if isinstance(data, (np.floating, np.integer, np.bool_)):
+        return _json_safe(data.item(), default)
+    if default is not None:
+        return _json_safe(default(data), None)
+    raise TypeError(f"cannot write {type(data).__name__} as JSON")
 
 
 def save_figure_atomic(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any) -> Path:
@@ -176,6 +197,14 @@ def read_archive(path: str | os.PathLike, kind: str, max_version: int) -> tuple[
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
+    if path.is_file():
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+        if magic != b"PK\x03\x04" and len(magic) == 4:  # every archive we write is a zip (.npz)
+            what = {"mirrorlearn.drift": "drift file (.drift)", "mirrorlearn.agent": "saved agent (.npz)"}.get(
+                kind, "mirrorlearn file")
+            raise ArchiveError(f"{path} is not a {what} written by mirrorlearn (it is not an .npz archive); "
+                               "check the path")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}

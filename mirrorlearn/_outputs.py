@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,6 +29,14 @@ def output_folder(path: str | None, default: Callable[[], Path], writes: tuple[s
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ValueError(f"--out {str(out)!r}: cannot create the folder ({err.strerror or err})") from None
+    try:  # a folder we cannot write to would fail only when the results are saved, after all the work
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        if not existed:
+            out.rmdir()
+        raise ValueError(f"--out {str(out)!r}: cannot write there ({err.strerror or err}); name a folder you can "
+                         "write to") from None
     return out, existed
 
 

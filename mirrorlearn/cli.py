@@ -61,25 +61,37 @@ def _agent_for(drift: str, args) -> object:
     return MirrorAgent(drift=drift, **kwargs)
 
 
-def _train_all(drifts: list[str], args, out: Path, replacing: bool) -> list[dict]:
-    """Train each drift and save its agent file; results in order.
+def _train_all(drifts: list[str], args, out: Path) -> list[dict]:
+    """Train each drift, then save every agent file; results in order.
 
-    When ``--overwrite`` replaces an earlier run's agent files (``replacing``), the agents are saved only
-    after every drift has trained: a run that fails partway then leaves the earlier run whole, rather
-    than some of its agent files replaced under a results.json that still describes the old ones.
+    Every drift is resolved and checked before the first one trains, so that a typo or an invalid drift
+    in the list fails in a second, not after the drifts before it have trained. Agents are saved only
+    after all have trained: a run that fails or is interrupted partway leaves no agent files of its own
+    (which would make a corrected re-run refuse the folder) and, with ``--overwrite``, leaves the earlier
+    run whole rather than some of its files replaced under a results.json that describes the old ones.
     """
+    from agents.estimators import verify_drift
+
+    for drift in drifts:
+        agent = _agent_for(drift, args)
+        resolved = agent.make_drift()
+        if agent.check_drift:
+            verify_drift(resolved)
     taken: set[str] = set()
-    results, unsaved = [], []
+    results, trained = [], []
     for drift in drifts:
         result, agent = _train_one(drift, args, out, taken)
         results.append(result)
-        if replacing:
-            unsaved.append((agent, result["agent_file"]))
-        else:
-            agent.save(result["agent_file"])
-    for agent, path in unsaved:
+        trained.append((agent, result["agent_file"]))
+    for agent, path in trained:
         agent.save(path)
     return results
+
+
+def _nanmean(x: np.ndarray) -> float:
+    """Mean over the finite entries; NaN (written as null) when no seed finished an episode."""
+    finite = x[np.isfinite(x)]
+    return float(finite.mean()) if finite.size else float("nan")
 
 
 def _train_one(drift: str, args, out: Path, taken: set[str]) -> tuple[dict, object]:
@@ -102,7 +114,7 @@ def _train_one(drift: str, args, out: Path, taken: set[str]) -> tuple[dict, obje
         "eval_mean": float(per_seed.mean()),
         "eval_stderr": float(per_seed.std(ddof=1) / np.sqrt(len(per_seed))) if len(per_seed) > 1 else 0.0,
         "eval_per_seed": per_seed.tolist(),
-        "final_train_return": float(np.nanmean(curve[:, -1])),
+        "final_train_return": _nanmean(curve[:, -1]),
         "fit_seconds": seconds,
         "steps_per_second": agent.num_timesteps_ * agent.n_seeds_ / seconds,
         "curve_x": agent.history_["timesteps"].tolist(),
@@ -200,7 +212,7 @@ def cmd_train(argv: list[str]) -> int:
     out, existed = _out_dir(args.out, "train", args.overwrite)
     earlier = _agent_files(out)
     with removed_if_empty_on_failure(out, existed):
-        results = _train_all([args.drift], args, out, replacing=bool(earlier))
+        results = _train_all([args.drift], args, out)
     _write_outputs(results, out, f"{args.drift} on {args.env}", earlier)
     return 0
 
@@ -220,7 +232,7 @@ def cmd_compare(argv: list[str]) -> int:
     out, existed = _out_dir(args.out, "compare", args.overwrite)
     earlier = _agent_files(out)
     with removed_if_empty_on_failure(out, existed):
-        results = _train_all(args.drifts, args, out, replacing=bool(earlier))
+        results = _train_all(args.drifts, args, out)
     _write_outputs(results, out, f"{' vs '.join(args.drifts)} on {args.env}", earlier)
     return 0
 
@@ -267,7 +279,24 @@ def use_all_cores() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``mirrorlearn`` command; Ctrl-C and a closed output pipe end it with one line, not a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # every output is written atomically, so an interrupted run leaves whole files (or none) behind
+        print(f"\nmirrorlearn {argv[0] if argv else ''}: interrupted; files already written in --out are "
+              "whole, nothing half-written is left", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `mirrorlearn --help | head`: the reader has gone, which is not an error
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python would flush into the closed pipe again at exit
+        return 0
+
+
+def _main(argv: list[str]) -> int:
     use_all_cores()
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: mirrorlearn {" + ",".join(COMMANDS) + "} [--help] ...\n\n"
@@ -289,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[command](rest)
+    except BrokenPipeError:
+        raise
     except (ValueError, TypeError, OSError) as err:  # bad input (ids, drifts, --out): 2, as argparse and distill
         print(f"mirrorlearn {command}: error: {err}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -34,7 +35,9 @@ def plot_learning_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], ti
     ax = fig.add_subplot()
     for label, (x, y) in curves.items():
         y = np.asarray(y, dtype=np.float64)
-        mean = np.nanmean(y, axis=0)
+        with warnings.catch_warnings():  # points before any episode ended are NaN for every seed: a gap
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(y, axis=0)
         n = np.sum(np.isfinite(y), axis=0).clip(min=1)
         se = np.nanstd(y, axis=0) / np.sqrt(n)
         ax.plot(x, mean, label=f"{label} (n={y.shape[0]})")

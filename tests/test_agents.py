@@ -504,7 +504,13 @@ def test_a_failed_overwrite_leaves_the_earlier_run_whole(tmp_path, monkeypatch):
     assert (earlier / "ppo.agent.npz").read_text() == "old"  # saved only once every drift has trained
     with pytest.raises(RuntimeError):
         cli.cmd_compare(["--drifts", "ppo", "dpo", "--out", str(fresh), "--quiet"])
-    assert (fresh / "ppo.agent.npz").read_text() == "new"  # a new folder keeps each agent as soon as it is trained
+    assert not fresh.exists()  # no orphan agent file that would make the corrected re-run refuse the folder
+    trained = []
+    monkeypatch.setattr(cli, "_train_one", lambda drift, *a: trained.append(drift))
+    for bad, message in (("dpoo", "unknown drift 'dpoo'"), ("(r-1)*A", "violates the drift conditions")):
+        with pytest.raises(ValueError, match=message):
+            cli.cmd_compare(["--drifts", "ppo", bad, "--out", str(fresh), "--quiet"])
+        assert trained == [] and not fresh.exists()  # refused before the first drift trained
 
 
 def test_numpy_hyperparameters_show_and_save(fitted, tmp_path):
@@ -526,3 +532,33 @@ def test_lpo_says_how_to_use_another_drift():
         PPO(drift="dpo")
     with pytest.raises(TypeError, match="DPO takes alpha=... and beta=... not drift="):
         DPO(drift="ppo")
+
+
+def test_cli_edges_end_with_one_line_and_outputs_stay_strict(tmp_path, monkeypatch, capsys):
+    import math
+    import tempfile
+
+    from mirrorlearn import cli
+    from mirrorlearn._archive import read_archive, write_json_atomic
+    from mirrorlearn._outputs import output_folder
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "train", interrupted)
+    assert cli.main(["train"]) == 130 and "interrupted" in capsys.readouterr().err
+    write_json_atomic(tmp_path / "r.json", {"curve": [1.0, math.nan, math.inf], "n": np.float32(2.5)})
+    assert json.loads((tmp_path / "r.json").read_text()) == {"curve": [1.0, None, None], "n": 2.5}  # strict JSON
+    (tmp_path / "notes.json").write_text('{"results": [1, 2, 3]}')
+    with pytest.raises(ArchiveError, match=r"not a drift file \(.drift\) written by mirrorlearn.*check the path"):
+        read_archive(tmp_path / "notes.json", "mirrorlearn.drift", 1)
+    with pytest.raises(ValueError, match="too large: .* exceed what one run can count"):
+        PPOConfig(total_timesteps=10**15).validate()
+
+    def unwritable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", unwritable)
+    with pytest.raises(ValueError, match="cannot write there \\(Permission denied\\)"):
+        output_folder(str(tmp_path / "ro"), lambda: tmp_path)
+    assert not (tmp_path / "ro").exists()  # the folder it had just created is removed again

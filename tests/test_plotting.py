@@ -98,7 +98,7 @@ def test_cli_plot_and_check_drift_refuse_a_file_as_out_and_bad_dpi(tmp_path, cap
     assert "cannot create the folder" in capsys.readouterr().err
     assert (tmp_path / "afile").read_text() == "kept"
     assert plot_drift_main(["ppo", "--dpi", "0", "--out", str(tmp_path / "p")]) == 2
-    assert "--dpi must be a positive integer" in capsys.readouterr().err
+    assert "--dpi must be an integer from 1 to 1200, got 0" in capsys.readouterr().err
 
 
 def test_cli_plot_drift_names_are_unique(tmp_path):
