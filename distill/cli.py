@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from pathlib import Path
 
 
@@ -15,7 +16,7 @@ def build_parser(prog: str = "mirrorlearn distill") -> argparse.ArgumentParser:
     )
     p.add_argument("drift", help="drift name (ppo, dpo, lpo, ...) or path to a drift file")
     p.add_argument("--budget", type=float, default=60.0, help="seconds for the symbolic-regression search")
-    p.add_argument("--out", default="runs/distill", help="output folder (created)")
+    p.add_argument("--out", help="output folder, created (default: a new runs/distill-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     p.add_argument("--backend", default="auto", help="auto | pyoperon | pysr | linear")
     p.add_argument("--seed", type=int, default=0)
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # everything that can be checked is checked before a recorded run or a search takes minutes
         _check_arguments(args.budget, args.target, args.max_length, 1e-3, args.max_front, args.seed)
         resolve_backend(args.backend)
-        out, existed = output_folder(args.out, lambda: Path("runs/distill"),
+        out, existed = output_folder(args.out, lambda: Path("runs") / f"distill-{datetime.now():%Y%m%d-%H%M%S}",
                                      writes=("result.json", "distilled.drift", "distill.png"), overwrite=args.overwrite)
     except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)

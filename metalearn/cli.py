@@ -66,13 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     from metalearn.checkpoint import checkpoint_path
     from mirrorlearn._outputs import output_folder
 
+    created = None
     if not checkpoint_path(args.out).exists():  # a fresh run: never over an earlier run's learned drift
         try:
-            output_folder(args.out, lambda: Path(args.out), overwrite=args.overwrite,
-                          writes=("drift.drift", "history.json", "meta_curve.png", "drift.png"))
+            out, existed = output_folder(args.out, lambda: Path(args.out), overwrite=args.overwrite,
+                                         writes=("drift.drift", "history.json", "meta_curve.png", "drift.png"))
         except ValueError as err:
             print(f"meta-train: {err}", file=sys.stderr)
             return 2
+        created = None if existed else out
+
+    def drop_if_empty() -> None:  # a run refused before it wrote anything leaves no empty folder behind
+        if created is not None and created.is_dir() and not any(created.iterdir()):
+            created.rmdir()
     from agents.estimators import PPO
     from metalearn.es import MissingDependencyError
     from metalearn.trainer import MetaTrainer, MetaTrainingDivergedError
@@ -87,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.quiet, chunk_size=args.chunk_size)
         learned = trainer.fit(overwrite=args.overwrite)
     except (ValueError, OSError, MissingDependencyError) as err:
+        drop_if_empty()
         print(f"meta-train: {err}", file=sys.stderr)
         return 2
     except MetaTrainingDivergedError as err:

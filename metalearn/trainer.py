@@ -302,7 +302,8 @@ class MetaTrainer:
                 warnings.warn(f"{folder} already holds {start} generations, more than the {self.generations} requested; "
                               f"nothing is trained and the result is the {start}-generation one (use another "
                               "checkpoint_dir / --out for a shorter run)", UserWarning, stacklevel=2)
-            self._log(f"resuming {folder} at generation {start}/{self.generations}")
+            self._log(f"resuming {folder} at generation {start}/{self.generations}" if start < int(self.generations)
+                      else f"{folder} already holds {start} generations: nothing to train")
         else:
             key, k_init = jax.random.split(jax.random.PRNGKey(int(self.seed)))
             state = _strong_types(strategy.init(k_init, genome.params, es_params))

@@ -306,9 +306,15 @@ def _main(argv: list[str]) -> int:
               "  distill      distil a drift into a closed-form expression\n"
               "  check-drift  check the three drift conditions (numeric and symbolic)\n"
               "  plot-drift   picture what a drift does to the policy update\n\n"
-              "exit status: 0 done, 1 the run failed (or check-drift: the drift is invalid), 2 bad input",
+              "exit status: 0 done, 1 the run failed (or check-drift: the drift is invalid), 2 bad input\n"
+              "mirrorlearn --version prints the version",
               file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
+    if argv[0] == "--version":
+        from mirrorlearn import __version__
+
+        print(f"mirrorlearn {__version__}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         import difflib

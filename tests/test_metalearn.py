@@ -359,6 +359,13 @@ def test_cli_genome_names_win_over_files(tmp_path, monkeypatch):
     assert isinstance(resolve_drift_arg("mine.drift"), Drift)
 
 
+def test_cli_refusal_before_any_work_leaves_no_empty_folder(tmp_path, capsys):
+    from metalearn.cli import main
+
+    assert main(["--env", "CartPol-v1", "--out", str(tmp_path / "m_bad"), "--quiet"]) == 2
+    assert "CartPole-v1" in capsys.readouterr().err and not (tmp_path / "m_bad").exists()
+
+
 def test_python_api_takes_a_drift_file_as_the_genome(tmp_path):
     from drifts import lpo
     from metalearn import resolve_genome
