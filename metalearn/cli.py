@@ -16,7 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "re-running with the same --out resumes the run.")
     p.add_argument("--env", action="append", default=None,
                    help="training environment id (repeat for several; default CartPole-v1)")
-    p.add_argument("--generations", type=int, default=100)
+    p.add_argument("--generations", type=int, default=100, help="ES generations in all (default 100; a resumed run "
+                   "continues up to this many)")
     p.add_argument("--population", type=int, default=32, help="ES population size (even: antithetic pairs)")
     p.add_argument("--timesteps", type=int, default=100_000, help="inner PPO budget per run")
     p.add_argument("--drift", default="lpo", help="genome: lpo | ta-lpo | lpo_zero | dpo | a drift file")
@@ -24,15 +25,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in an --out that holds an earlier run's outputs but no checkpoint to resume")
     p.add_argument("--inner-seeds", type=int, default=1, help="inner PPO runs per member and environment")
-    p.add_argument("--sigma-init", type=float, default=0.04)
-    p.add_argument("--sigma-decay", type=float, default=0.999)
-    p.add_argument("--sigma-limit", type=float, default=0.01)
+    p.add_argument("--sigma-init", type=float, default=0.04, help="ES perturbation scale at the start (0.04)")
+    p.add_argument("--sigma-decay", type=float, default=0.999, help="sigma's factor per generation, in (0, 1] (0.999)")
+    p.add_argument("--sigma-limit", type=float, default=0.01, help="the floor sigma never decays below (0.01)")
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate on the ES mean")
-    p.add_argument("--fitness", choices=("eval", "train"), default="eval")
-    p.add_argument("--eval-episodes", type=int, default=16)
+    p.add_argument("--fitness", choices=("eval", "train"), default="eval",
+                   help="score members by deterministic evaluation episodes (eval) or by training returns over "
+                   "the last 10%% of updates (train)")
+    p.add_argument("--eval-episodes", type=int, default=16, help="episodes per member evaluation (16)")
     p.add_argument("--eval-every", type=int, default=10, help="evaluate the ES mean every K generations (0: never)")
     p.add_argument("--chunk-size", type=int, default=None, help="members per compiled call (memory bound)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the ES and the inner runs (0)")
     p.add_argument("--quiet", action="store_true", help="no per-generation progress lines")
     from mirrorlearn.cli import add_set_arg
 
