@@ -187,6 +187,10 @@ def plot_drift_main(argv: list[str] | None = None) -> int:
     write_json_atomic(out / "plots.json", {"drifts": args.drifts, "files": written}, indent=2)
     for w in written:
         print(f"wrote {w}")
+    stale = sorted(p.name for pattern in ("drift_*.png", "compare.png") for p in out.glob(pattern)
+                   if str(p) not in written)
+    if stale:  # --overwrite replaced what this run draws; pictures of other drifts are the user's to delete
+        print(f"note: {out} still holds pictures from an earlier run, not listed in plots.json: {', '.join(stale)}")
     print(out)
     return 0
 

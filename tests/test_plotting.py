@@ -90,6 +90,17 @@ def test_cli_plot_drift(tmp_path, capsys):
     assert str(tmp_path) in capsys.readouterr().out
 
 
+def test_cli_plot_drift_overwrite_names_pictures_it_did_not_redraw(tmp_path, capsys):
+    from drifts.cli import plot_drift_main
+
+    out = str(tmp_path / "pics")
+    assert plot_drift_main(["ppo", "dpo", "--out", out]) == 0
+    capsys.readouterr()
+    assert plot_drift_main(["ppo", "--out", out, "--overwrite"]) == 0
+    assert "still holds pictures from an earlier run, not listed in plots.json: compare.png, drift_dpo.png" \
+        in capsys.readouterr().out
+
+
 def test_cli_plot_and_check_drift_refuse_a_file_as_out_and_bad_dpi(tmp_path, capsys):
     (tmp_path / "afile").write_text("kept")
     assert plot_drift_main(["ppo", "--out", str(tmp_path / "afile")]) == 2
