@@ -14,7 +14,7 @@ def build_parser(prog: str = "mirrorlearn distill") -> argparse.ArgumentParser:
         description="Distil a drift (name, drift file) into a closed form that is valid by construction; "
                     "writes result.json, distilled.drift and distill.png to --out and prints that folder.",
     )
-    p.add_argument("drift", help="drift name (ppo, dpo, lpo, ...) or path to a drift file")
+    p.add_argument("drift", help="drift name (ppo, dpo, lpo, ...), a drift file or an expression in r and A")
     p.add_argument("--budget", type=float, default=60.0, help="seconds for the symbolic-regression search")
     p.add_argument("--out", help="output folder, created (default: a new runs/distill-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
@@ -29,7 +29,8 @@ def build_parser(prog: str = "mirrorlearn distill") -> argparse.ArgumentParser:
     p.add_argument("--record-env", default=None, metavar="ENV",
                    help="fit on (r, A) pairs recorded while the drift trains on ENV (e.g. CartPole-v1) instead "
                         "of the default spread over r in [e^-1, e]: fidelity where agents actually live")
-    p.add_argument("--record-steps", type=int, default=16_384, help="training steps of the recorded run")
+    p.add_argument("--record-steps", type=int, default=None,
+                   help="training steps of the recorded run (default 16384; needs --record-env)")
     from mirrorlearn.cli import add_set_arg
 
     add_set_arg(p, "the recorded run's hyperparameters over the environment's preset (small budgets on MinAtar "
@@ -45,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = set_overrides(parser, args.set)
     if overrides and args.record_env is None:
         parser.error("--set changes the recorded run's hyperparameters: it needs --record-env")
+    if args.record_steps is not None and args.record_env is None:
+        parser.error("--record-steps sets the recorded run's budget: it needs --record-env")
+    if args.record_steps is None:
+        args.record_steps = 16_384
     from distill import distill, record_training_pairs
     from distill.backends import resolve_backend
     from distill.core import _check_arguments

@@ -159,7 +159,8 @@ def plot_drift_main(argv: list[str] | None = None) -> int:
                                 description="Heat maps of d/dr [r A - f(r, A)] and slices at fixed A "
                                             "(the paper's Figures 1, 3 and 5).")
     p.add_argument("drifts", nargs="+", help="drift names (ppo, dpo, lpo), drift files or expressions in r, A")
-    p.add_argument("--out", help="folder for the PNG files (default: a new temporary folder)")
+    p.add_argument("--out", help="folder for the PNG files and plots.json, which lists them (default: a new "
+                   "temporary folder)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run's pictures in --out")
     p.add_argument("--dpi", type=int, default=100)
     p.add_argument("--t", type=float, default=0.0, help="training progress for temporal drifts (default 0)")

@@ -281,6 +281,11 @@ def use_all_cores() -> None:
 def main(argv: list[str] | None = None) -> int:
     """The ``mirrorlearn`` command; Ctrl-C and a closed output pipe end it with one line, not a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    import warnings
+
+    # Warnings here are messages for the user: "warning: ...", not a file, line number and source line.
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
     try:
         return _main(argv)
     except KeyboardInterrupt:
@@ -294,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # Python would flush into the closed pipe again at exit
         return 0
+    finally:
+        warnings.formatwarning = formatwarning  # main() may be called in-process (tests, notebooks)
 
 
 def _main(argv: list[str]) -> int:

@@ -404,6 +404,9 @@ def test_cli_set_shapes_the_recorded_run_and_needs_one(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["dpo", "--set", "num_envs=2", "--out", str(tmp_path / "o")])
     assert "it needs --record-env" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["dpo", "--record-steps", "1024", "--out", str(tmp_path / "o")])  # would be silently ignored
+    assert "--record-steps sets the recorded run's budget: it needs --record-env" in capsys.readouterr().err
     # MinAtar's preset batch (64 x 128) is more than this budget: --set shrinks it
     assert main(["dpo", "--record-env", "Breakout-MinAtar", "--record-steps", "512", "--set", "num_envs=4",
                  "num_steps=64", "num_minibatches=2", "--backend", "linear", "--budget", "2", "--n-samples", "300",
