@@ -172,6 +172,9 @@ def plot_drift_main(argv: list[str] | None = None) -> int:
     try:
         check_progress(args.t)
         resolved = [_resolve(s)[0] for s in args.drifts]
+        if args.t != 0.0 and not any(d.temporal for d in resolved):
+            raise ValueError(f"--t {args.t:g} is training progress for temporal drifts (ta-lpo), but "
+                             f"{', '.join(args.drifts)} take{'s' if len(resolved) == 1 else ''} none; drop --t")
         out, _ = _out_dir(args.out, "plot-drift-", ("plots.json", "drift_*.png", "compare.png"), args.overwrite)
     except (ValueError, TypeError, OSError) as err:
         return _error("plot-drift", err)

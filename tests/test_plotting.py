@@ -108,6 +108,8 @@ def test_cli_plot_and_check_drift_refuse_a_file_as_out_and_bad_dpi(tmp_path, cap
     assert check_drift_main(["ppo", "--no-symbolic", "--out", str(tmp_path / "afile" / "sub")]) == 2
     assert "cannot create the folder" in capsys.readouterr().err
     assert (tmp_path / "afile").read_text() == "kept"
+    assert plot_drift_main(["ppo", "--t", "0.5", "--out", str(tmp_path / "p")]) == 2
+    assert "--t 0.5 is training progress for temporal drifts (ta-lpo), but ppo takes none" in capsys.readouterr().err
     assert plot_drift_main(["ppo", "--dpi", "0", "--out", str(tmp_path / "p")]) == 2
     assert "--dpi must be an integer from 1 to 1200, got 0" in capsys.readouterr().err
 
