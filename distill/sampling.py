@@ -9,12 +9,13 @@ accuracy where an agent actually lives.
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from drifts.base import number_pair
 
 DEFAULT_R_RANGE = (float(np.exp(-1.0)), float(np.exp(1.0)))
 DEFAULT_A_RANGE = (-4.0, 4.0)
@@ -74,17 +75,6 @@ def recorded_pairs(samples) -> tuple[np.ndarray, np.ndarray]:
 
 
 MIN_SAMPLES = 100
-
-
-def number_pair(name: str, value) -> tuple[float, float]:
-    """``(low, high)`` as two finite floats, or a ValueError naming ``name``."""
-    try:
-        lo, hi = (float(x) for x in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (low, high) of numbers, got {value!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return lo, hi
 
 
 def _check_ranges(r_range, A_range):

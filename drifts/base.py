@@ -13,6 +13,7 @@ strategies population of drifts can be vmapped through one compiled training fun
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import os
 from collections.abc import Callable, Mapping
@@ -128,10 +129,9 @@ class Drift:
         params = jax.device_get(self.params)
         source = f"drift {self.name!r}"
         try:  # what load would refuse is not written: a saved file must load back
-            checked_params(drift_from_spec(meta["drift"], source=source), params, source)
+            checked_params(drift_from_spec(meta["drift"], source=source), params, source, fix="")
         except (ArchiveError, ValueError) as err:
-            raise ValueError(f"not saved to {os.fspath(path)!r}: {err}".replace(
-                "; re-save the drift from a valid one", "")) from None
+            raise ValueError(f"not saved to {os.fspath(path)!r}: {err}") from None
         arrays = {f"params/{k}": v for k, v in flatten_tree(params).items()}
         return write_archive(path, meta, arrays)
 
@@ -173,16 +173,16 @@ def drift_from_spec(spec: Any, source: str = "spec") -> Drift:
     return drift
 
 
-def checked_params(drift: Drift, loaded: Any, source: str) -> Any:
+def checked_params(drift: Drift, loaded: Any, source: str, fix: str = "; re-save the drift from a valid one") -> Any:
     """Loaded parameters for ``drift``'s family: same keys and shapes as its template, real finite numbers,
-    and values its constructor would accept. Raises :class:`ArchiveError` naming ``source``."""
+    and values its constructor would accept. Raises :class:`ArchiveError` naming ``source`` (and ``fix``)."""
     params = _match_params(drift.params, loaded, source)
     check = _PARAM_CHECKS.get(drift.family or "")
     if check is not None:
         try:
             check(params)
         except (ValueError, TypeError) as err:
-            raise ArchiveError(f"{source}: invalid drift parameters ({err}); re-save the drift from a valid one") from None
+            raise ArchiveError(f"{source}: invalid drift parameters ({err}){fix}") from None
     return params
 
 
@@ -224,6 +224,17 @@ def _load_builtin_families() -> None:
             importlib.import_module(module)
         except ImportError:
             pass
+
+
+def number_pair(name: str, value: Any) -> tuple[float, float]:
+    """``(low, high)`` as two finite floats, or a ValueError naming ``name`` (ranges of r, log r and A)."""
+    try:
+        lo, hi = (float(x) for x in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (low, high) of numbers, got {value!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return lo, hi
 
 
 def check_progress(t: Any) -> float:

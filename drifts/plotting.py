@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from drifts.base import Drift, check_progress
+from drifts.base import Drift, check_progress, number_pair
 
 DEFAULT_SLICES = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0)
 
@@ -52,11 +52,8 @@ def objective_derivative(f: Any, log_r: np.ndarray, A: np.ndarray, t: float = 0.
 def check_plot_grid(log_r_range, A_range, resolution, slices=()) -> None:
     """A clear ValueError for a plot grid numpy would refuse deep inside (or draw as an empty picture)."""
     for name, value in (("log_r_range", log_r_range), ("A_range", A_range)):
-        try:
-            lo, hi = (float(x) for x in value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a pair (low, high) of numbers, got {value!r}") from None
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        lo, hi = number_pair(name, value)
+        if not lo < hi:
             raise ValueError(f"{name} must be finite with low < high, got {value!r}")
     if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 2:
         raise ValueError(f"resolution must be an integer >= 2 (grid points per axis), got {resolution!r}")

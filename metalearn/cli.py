@@ -67,13 +67,14 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides = set_overrides(parser, args.set)
     from metalearn.checkpoint import checkpoint_path
+    from metalearn.trainer import OUTPUT_FILES
     from mirrorlearn._outputs import output_folder
 
     created = None
     if not checkpoint_path(args.out).exists():  # a fresh run: never over an earlier run's learned drift
         try:
             out, existed = output_folder(args.out, lambda: Path(args.out), overwrite=args.overwrite,
-                                         writes=("drift.drift", "history.json", "meta_curve.png", "drift.png"))
+                                         writes=OUTPUT_FILES)
         except ValueError as err:
             print(f"meta-train: {err}", file=sys.stderr)
             return 2

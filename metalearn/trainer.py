@@ -84,7 +84,8 @@ def _is_finite_number(x: Any) -> bool:
     return isinstance(x, (numbers.Real, np.floating, np.integer)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-# What a finished run writes into checkpoint_dir beside the checkpoint (see MetaTrainer._write_outputs).
+# What a run writes into checkpoint_dir beside the checkpoint: history.json with every checkpoint, the rest
+# when it finishes (MetaTrainer._write_outputs).
 OUTPUT_FILES = ("drift.drift", "history.json", "meta_curve.png", "drift.png")
 
 

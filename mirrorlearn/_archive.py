@@ -173,9 +173,20 @@ def _noun(kind: str) -> str:
     return {"mirrorlearn.metatrain": "meta-training checkpoint"}.get(kind, kind.removeprefix("mirrorlearn."))
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # every archive we write is a zip (.npz)
+
+
+def _leading_bytes(path: Path, n: int = 4) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(n)
+
+
 def archive_kind(path: Path) -> str | None:
     """The ``kind`` of the mirrorlearn archive at ``path`` (reads only its metadata), else None."""
-    if not path.is_file():
+    try:
+        if not path.is_file() or _leading_bytes(path) != ZIP_MAGIC:  # JSON, pictures: no need to unzip
+            return None
+    except OSError:
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -198,9 +209,8 @@ def read_archive(path: str | os.PathLike, kind: str, max_version: int) -> tuple[
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
     if path.is_file():
-        with open(path, "rb") as handle:
-            magic = handle.read(4)
-        if magic != b"PK\x03\x04" and len(magic) == 4:  # every archive we write is a zip (.npz)
+        magic = _leading_bytes(path)
+        if magic != ZIP_MAGIC and len(magic) == len(ZIP_MAGIC):  # a shorter file is reported as truncated below
             what = {"mirrorlearn.drift": "drift file (.drift)", "mirrorlearn.agent": "saved agent (.npz)"}.get(
                 kind, "mirrorlearn file")
             raise ArchiveError(f"{path} is not a {what} written by mirrorlearn (it is not an .npz archive); "
