@@ -60,3 +60,45 @@ def test_side_studies_never_overwrite_the_docs_figure_or_an_existing_study(tmp_p
     with pytest.raises(SystemExit, match="other settings"):
         open_study(str(study), {"seeds": 4}, resume=True)
     assert open_study(str(study), {"seeds": 4}, resume=False, overwrite=True)["runs"] == {}
+
+
+def _minatar_study(label: str, seed: int, finals: list, curve: list, timesteps: int = 100) -> dict:
+    settings = {"timesteps": timesteps, "seeds": len(finals), "eval_episodes": 2, "drifts": [label]}
+    if seed:
+        settings["seed"] = seed
+    run = {"wall_s": 1.0 + seed, "final_returns": finals, "train_returns": [f - 1 for f in finals],
+           "curve_t": [10, 20], "curve_return": curve}
+    return {"settings": settings, "runs": {f"G/{label}": run, "G/verdict": "yes"}}
+
+
+def test_merge_minatar_studies_joins_seed_batches_and_drifts_run_apart():
+    bench = _load("bench_minatar", "minatar.py")
+    merged = bench.merge_studies([_minatar_study("lpo", 0, [1.0, 3.0], [2.0, None]),
+                                  _minatar_study("lpo", 1, [5.0, 7.0, 9.0], [4.0, 6.0]),
+                                  _minatar_study("form", 0, [2.0], [1.0, 1.0])])
+    lpo = merged["runs"]["G/lpo"]
+    assert lpo["final_returns"] == [1.0, 3.0, 5.0, 7.0, 9.0] and lpo["train_returns"] == [0.0, 2.0, 4.0, 6.0, 8.0]
+    assert lpo["seed_batches"] == [0, 1] and lpo["wall_s"] == [1.0, 2.0]
+    assert lpo["curve_return"] == pytest.approx([(2 * 2.0 + 3 * 4.0) / 5, 6.0])  # seed-weighted, over batches with a point
+    assert "G/verdict" not in merged["runs"] and merged["runs"]["G/form"]["final_returns"] == [2.0]
+    assert merged["settings"]["drifts"] == ["lpo", "form"] and merged["settings"]["seeds"] == [1, 5]
+    with pytest.raises(ValueError, match="seed batch 1 twice"):
+        bench.merge_studies([_minatar_study("lpo", 1, [1.0], [1.0, 1.0]), _minatar_study("lpo", 1, [2.0], [1.0, 1.0])])
+    with pytest.raises(ValueError, match="different timesteps"):
+        bench.merge_studies([_minatar_study("lpo", 0, [1.0], [1.0, 1.0]), _minatar_study("lpo", 1, [1.0], [1.0, 1.0], 200)])
+
+
+def test_minatar_merge_command_writes_a_new_study_and_never_replaces_one(tmp_path):
+    import json
+
+    bench = _load("bench_minatar", "minatar.py")
+    a, b, out = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "ab.json"
+    a.write_text(json.dumps(_minatar_study("lpo", 0, [1.0, 3.0], [2.0, 2.0])))
+    b.write_text(json.dumps(_minatar_study("lpo", 1, [5.0], [4.0, 4.0])))
+    bench.main(["--merge", str(a), str(b), "--out", str(out)])
+    assert json.loads(out.read_text())["runs"]["G/lpo"]["final_returns"] == [1.0, 3.0, 5.0]
+    assert out.with_suffix(".png").exists()
+    with pytest.raises(SystemExit, match="already holds a study"):
+        bench.main(["--merge", str(a), str(b), "--out", str(out)])
+    with pytest.raises(SystemExit, match="seed batch 0 twice"):
+        bench.main(["--merge", str(a), str(a), "--out", str(tmp_path / "aa.json")])
