@@ -407,7 +407,29 @@ def test_cli_set_shapes_the_recorded_run_and_needs_one(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["dpo", "--record-steps", "1024", "--out", str(tmp_path / "o")])  # would be silently ignored
     assert "--record-steps sets the recorded run's budget: it needs --record-env" in capsys.readouterr().err
-    # MinAtar's preset batch (64 x 128) is more than this budget: --set shrinks it
-    assert main(["dpo", "--record-env", "Breakout-MinAtar", "--record-steps", "512", "--set", "num_envs=4",
-                 "num_steps=64", "num_minibatches=2", "--backend", "linear", "--budget", "2", "--n-samples", "300",
-                 "--max-front", "2", "--out", str(tmp_path / "m")]) == 0
+    with pytest.raises(SystemExit):
+        main(["dpo", "--record-env", "CartPole-v1", "--record-env", "Breakout-MinAtar", "--record-steps", "512",
+              "--record-steps", "512", "--record-steps", "512", "--out", str(tmp_path / "o")])
+    assert "--record-steps is given 3 times for 2 --record-env environments" in capsys.readouterr().err
+    # Pairs pooled from two environments, a budget each. MinAtar's preset batch (64 x 128) is more than
+    # this budget: --set shrinks it (for both runs)
+    assert main(["dpo", "--record-env", "CartPole-v1", "--record-env", "Breakout-MinAtar", "--record-steps", "1024",
+                 "--record-steps", "512", "--set", "num_envs=4", "num_steps=64", "num_minibatches=2", "--backend",
+                 "linear", "--budget", "2", "--n-samples", "301", "--max-front", "2", "--out", str(tmp_path / "m")]) == 0
+    assert json.loads((tmp_path / "m" / "result.json").read_text())["settings"]["recorded_samples"]
+
+
+def test_pooled_recording_takes_an_equal_share_from_each_environment(monkeypatch):
+    import distill
+    from distill.cli import record_pooled_pairs
+
+    calls = []
+
+    def fake(drift, env, n_pairs, total_timesteps, seed, **overrides):
+        calls.append((env, n_pairs, total_timesteps, overrides))
+        return np.full(n_pairs, len(calls), float), np.full(n_pairs, -len(calls), float)
+
+    monkeypatch.setattr(distill, "record_training_pairs", fake)
+    r, A = record_pooled_pairs("lpo", ["a", "b"], [100, 200], 301, 0, {"num_envs": 4})
+    assert calls == [("a", 151, 100, {"num_envs": 4}), ("b", 150, 200, {"num_envs": 4})]
+    assert r.tolist() == [1.0] * 151 + [2.0] * 150 and A.tolist() == [-1.0] * 151 + [-2.0] * 150
