@@ -81,32 +81,34 @@ def main(argv: list[str] | None = None) -> int:
     from distill import distill
     from distill.backends import resolve_backend
     from distill.core import _check_arguments
+    from drifts import get_drift
     from mirrorlearn._archive import save_figure_atomic
     from mirrorlearn._outputs import output_folder, removed_if_empty_on_failure
 
     try:  # everything that can be checked is checked before a recorded run or a search takes minutes
         _check_arguments(args.budget, args.target, args.max_length, 1e-3, args.max_front, args.seed)
         resolve_backend(args.backend)
+        drift = get_drift(args.drift)  # a typo is named now, not after minutes of recording
         out, existed = output_folder(args.out, lambda: Path("runs") / f"distill-{datetime.now():%Y%m%d-%H%M%S}",
                                      writes=("result.json", "distilled.drift", "distill.png"), overwrite=args.overwrite)
     except (ValueError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"mirrorlearn distill: error: {err}", file=sys.stderr)
         return 2
     try:
         with removed_if_empty_on_failure(out, existed):
-            samples = record_pooled_pairs(args.drift, envs, steps, args.n_samples, args.seed, overrides) if envs else None
+            samples = record_pooled_pairs(drift, envs, steps, args.n_samples, args.seed, overrides) if envs else None
             print(f"searching for closed forms ({args.backend} backend, {args.budget:g} s), then checking each ...",
                   file=sys.stderr)
-            result = distill(args.drift, backend=args.backend, time_budget=args.budget, seed=args.seed,
+            result = distill(drift, backend=args.backend, time_budget=args.budget, seed=args.seed,
                              n_samples=args.n_samples, target=args.target, split_advantage=not args.no_split,
                              max_length=args.max_length, max_front=args.max_front, t=args.t, samples=samples)
     except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"mirrorlearn distill: error: {err}", file=sys.stderr)
         return 2
     result.save_json(out / "result.json")
     print(result.summary(), file=sys.stderr)
     if result.best is None:
-        print("error: no valid candidate (see result.json); try a larger --budget or --backend linear "
+        print("mirrorlearn distill: error: no valid candidate (see result.json); try a larger --budget or --backend linear "
               "(with --overwrite to reuse this --out)", file=sys.stderr)
         print(out)
         return 1

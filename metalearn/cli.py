@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             out, existed = output_folder(args.out, lambda: Path(args.out), overwrite=args.overwrite,
                                          writes=OUTPUT_FILES)
         except ValueError as err:
-            print(f"meta-train: {err}", file=sys.stderr)
+            print(f"mirrorlearn meta-train: error: {err}", file=sys.stderr)
             return 2
         created = None if existed else out
 
@@ -98,13 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         learned = trainer.fit(overwrite=args.overwrite)
     except (ValueError, OSError, MissingDependencyError) as err:
         drop_if_empty()
-        print(f"meta-train: {err}", file=sys.stderr)
+        print(f"mirrorlearn meta-train: error: {err}", file=sys.stderr)
         return 2
     except MetaTrainingDivergedError as err:
-        print(f"meta-train: {err}", file=sys.stderr)
+        print(f"mirrorlearn meta-train: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # the checkpoint holds every completed generation: say how to go on
-        print(f"\nmeta-train: interrupted. {args.out} keeps every completed generation; run the same command "
+        print(f"\nmirrorlearn meta-train: interrupted. {args.out} keeps every completed generation; run the same command "
               "again to resume from the last one.", file=sys.stderr)
         return 130
     out = Path(args.out)

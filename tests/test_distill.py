@@ -283,6 +283,9 @@ def test_cli_checks_its_arguments_before_recording_or_searching(tmp_path, capsys
         argv = ["dpo", "--record-env", "CartPole-v1", "--record-steps", str(10**9), "--out", str(tmp_path / "o")]
         assert main(argv + extra) == 2
         assert message in capsys.readouterr().err
+    # a drift typo too: named at once, before the recorded run, with every command's prefix
+    assert main(["dpoo", "--record-env", "CartPole-v1", "--record-steps", str(10**9), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith("mirrorlearn distill: error: unknown drift 'dpoo'")
     assert main(["dpo", "--record-env", "CartPole-v1", "--record-steps", "100", "--out", str(tmp_path / "o")]) == 2
     assert "--record-steps 100: total_timesteps = 100 is less than one batch" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # a failed run leaves no empty output folder behind

@@ -363,7 +363,9 @@ def test_cli_refusal_before_any_work_leaves_no_empty_folder(tmp_path, capsys):
     from metalearn.cli import main
 
     assert main(["--env", "CartPol-v1", "--out", str(tmp_path / "m_bad"), "--quiet"]) == 2
-    assert "CartPole-v1" in capsys.readouterr().err and not (tmp_path / "m_bad").exists()
+    err = capsys.readouterr().err
+    assert err.startswith("mirrorlearn meta-train: error: unknown environment id")  # as every command says it
+    assert "CartPole-v1" in err and not (tmp_path / "m_bad").exists()
 
 
 def test_python_api_takes_a_drift_file_as_the_genome(tmp_path):
