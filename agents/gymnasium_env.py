@@ -211,7 +211,8 @@ def action_spec_from_space(space) -> tuple[ActionSpec, int]:
                 f"unsupported action space {space!r}: a Box of {space.dtype} values; the Gaussian policy samples "
                 "real numbers, so use a float Box (rounding in a gymnasium.wrappers.TransformAction if the env "
                 "needs integers) or a Discrete space")
-        shape = tuple(int(s) for s in space.shape) or (1,)
+        # A Box of shape () keeps it: the policy has one output and predict returns one number per observation
+        shape = tuple(int(s) for s in space.shape)
         low = np.broadcast_to(np.asarray(space.low, np.float64), shape).reshape(-1)
         high = np.broadcast_to(np.asarray(space.high, np.float64), shape).reshape(-1)
         if np.any((low > 0) | (high < 0)):

@@ -688,3 +688,22 @@ def test_scalar_observation_spaces_predict_from_what_the_env_returns():
     agent = PPO(total_timesteps=256, num_envs=2, num_steps=64).fit(Scalar())
     obs, _ = Scalar().reset(seed=0)
     assert agent.predict(obs).shape == () and agent.predict(np.zeros(3, np.float32)).shape == (3,)
+
+
+def test_predict_on_a_scalar_box_returns_what_the_env_takes(tmp_path):
+    class ScalarAction(ReachTheTarget):
+        action_space = spaces.Box(-1.0, 1.0, (), np.float32)
+
+        def step(self, action):
+            return super().step(np.full(2, action))
+
+    agent = PPO(total_timesteps=128, num_envs=2, num_steps=64, num_minibatches=1, update_epochs=1,
+                check_drift=False).fit(ScalarAction())
+    env = ScalarAction()
+    obs, _ = env.reset(seed=0)
+    action = agent.predict(obs)
+    assert np.shape(action) == () and env.action_space.contains(np.asarray(action, np.float32))  # not (1,)
+    assert agent.predict(np.stack([obs, obs])).shape == (2,)
+    agent.save(tmp_path / "scalar.npz")
+    assert PPO.load(tmp_path / "scalar.npz").predict(obs).shape == ()
+    assert np.isfinite(agent.evaluate(ScalarAction(), n_episodes=2)["mean_return"])
