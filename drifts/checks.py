@@ -24,10 +24,13 @@ value it found and where. What it looks at, and why:
   sides, with steps ``h = 1e-2 ... 1e-14``:
   the difference quotients ``q+(h) = (f(1+h) - f(1)) / h``, ``q-(h) = (f(1) - f(1-h)) / h`` and the
   autodiff slopes ``g(1 +- h)`` just beside ``r = 1``. The one-sided derivative is judged from the
-  smallest steps: the slope at the two smallest steps must satisfy ``|g| <= grad_tol`` and the best
-  difference quotient among steps ``h <= 1e-4`` must satisfy ``|q| <= grad_tol + fd_rel_tol * S``
-  (``S`` = largest ``|f|`` for ``|log r| <= 0.5``; the relative part absorbs float64 cancellation in
-  quotients of large drifts). A kink (``|r - 1|``, ``ReLU(r - 1)``, ``(r - 1) A``) has quotients and slopes
+  smallest steps: the slope at the two smallest steps and the best difference quotient among steps
+  ``h <= 1e-4`` must both be at most ``grad_tol + fd_rel_tol * S``, with ``S`` the slope scale beside
+  ``r = 1`` for that ``A`` (and ``t``): the largest ``|f(1 +- h)|`` over the steps, divided by the largest
+  step. A smooth drift's slope at the smallest step is ``f'' h``, far below its ``S``, however large
+  ``f''``
+  (``1e8 (r - 1)^2`` passes); a kink's stays at its constant, about ``S`` itself. A kink (``|r - 1|``,
+  ``ReLU(r - 1)``, ``(r - 1) A``) has quotients and slopes
   that stay at a non-zero constant and fails; LPO's ``ReLU(net - 1e-6 + PPO)`` is exactly zero for
   ``|r - 1| < 1e-6 / |net'(1)|`` and passes (for ``|net'(1)|`` up to about ``3e7``); the
   difference quotients also catch kinks hidden from autodiff (``stop_gradient``, ``floor``).
@@ -352,9 +355,6 @@ def _build_core(fs: Callable, cfg: _Config) -> Callable:
         n_bad = jnp.sum(bad)
         first_bad = jnp.argmax(bad)
         clean = jnp.where(bad, jnp.inf, vals)
-        # scale of f near identity (for the relative part of the difference-quotient tolerance)
-        near = (jnp.abs(U.ravel()) <= 0.5) & ~bad
-        scale = jnp.max(jnp.where(near, jnp.abs(vals), 0.0))
         # ---- local pattern search from every block minimum ---------------------------------------
         seeds = _block_argmins(clean.reshape(T.shape), cfg.block)
         lo = jnp.array([cfg.log_r_range[0], cfg.A_range[0], 0.0][:d])
@@ -420,8 +420,13 @@ def _build_core(fs: Callable, cfg: _Config) -> Callable:
         g_abs = jnp.where(jnp.isfinite(g_tail), jnp.abs(g_tail), jnp.inf)
         g_lim = jnp.max(g_abs, axis=-1)  # (2, n)
         g_signed = jnp.take_along_axis(g_tail, jnp.argmax(g_abs, axis=-1)[..., None], axis=-1)[..., 0]
-        fd_tol = cfg.grad_tol + cfg.fd_rel_tol * scale
-        badness = jnp.maximum(g_lim / cfg.grad_tol, q_best / fd_tol)
+        # The slopes' own scale beside r = 1, per (A, t): the largest |f| at the steps over the largest
+        # step. A smooth drift's slope at step h is ~ f'' h, far below it; a kink's stays at its constant c,
+        # about the scale itself. Measured here, not over |log r| <= 0.5, where a large smooth term far
+        # from r = 1 (1e7 (r - 1)^4) would make room for a kink (slope 25) at r = 1.
+        slope_scale = jnp.max(jnp.where(jnp.isfinite(fr), jnp.abs(fr), 0.0), axis=(0, 2)) / h[0]  # (n,)
+        slope_tol = cfg.grad_tol + cfg.fd_rel_tol * slope_scale
+        badness = jnp.maximum(g_lim, q_best) / slope_tol[None, :]
         badness = jnp.where(jnp.isnan(badness), jnp.inf, badness)
         k_d = jnp.argmax(badness.ravel())
         s_d, i_d = k_d // n, k_d % n
@@ -434,7 +439,7 @@ def _build_core(fs: Callable, cfg: _Config) -> Callable:
             "fr_min": fr_min, "fr_where": jnp.stack([R.ravel()[k_fr], AA.ravel()[k_fr], TT.ravel()[k_fr]]),
             "id_err": id_err[k_i], "id_where": id_where,
             "g_lim": g_lim[s_d, i_d], "g_signed": g_signed[s_d, i_d], "q_best": q_best[s_d, i_d],
-            "fd_tol": fd_tol, "grad_side": side[s_d], "grad_where": jnp.stack([1.0, ag[i_d], tg[i_d]]),
+            "slope_tol": slope_tol[i_d], "grad_side": side[s_d], "grad_where": jnp.stack([1.0, ag[i_d], tg[i_d]]),
             "n_evals": jnp.asarray(vals.size + cfg.search_iters * x0.shape[0] * dirs.shape[0] + f1.size
                                    + f0.size + 2 * fr.size),
         }
@@ -446,9 +451,17 @@ _CORE_CACHE: OrderedDict = OrderedDict()
 
 
 def _compiled(drift: Drift, cfg: _Config, population: bool, batch_size: int) -> Callable:
-    """Jitted core, cached per (drift function, config) so repeated checks do not recompile."""
+    """Jitted core, cached per (drift function, config) so repeated checks do not recompile.
+
+    Only for the package's own drift families (ppo, dpo, lpo, expressions), whose functions depend on
+    nothing but their parameters. A user's function may read a global or an attribute that changes
+    between checks, and a jitted function keeps the value it was traced with: a cached check would
+    repeat the old verdict (``k = 0.5`` after a check with ``k = 0`` stayed "valid"). Those are traced
+    afresh every time, at the cost of a compile.
+    """
     key = (drift.fn, drift.temporal, cfg, population, batch_size)
-    hit = _CORE_CACHE.get(key)
+    cacheable = drift.family is not None
+    hit = _CORE_CACHE.get(key) if cacheable else None
     if hit is not None:
         _CORE_CACHE.move_to_end(key)
         return hit
@@ -459,6 +472,8 @@ def _compiled(drift: Drift, cfg: _Config, population: bool, batch_size: int) -> 
         fn = jax.jit(run)
     else:
         fn = jax.jit(core)
+    if not cacheable:
+        return fn
     _CORE_CACHE[key] = fn
     while len(_CORE_CACHE) > 32:
         _CORE_CACHE.popitem(last=False)
@@ -495,27 +510,13 @@ def _as_drift(f: Any) -> Drift:
                     raise
                 raise name_err from None
     if callable(f):
-        return _wrap_callable(f)
+        from drifts.library import from_callable
+
+        return from_callable(f)
     raise TypeError(
         f"check_drift expects a Drift, a jax-traceable callable f(r, A) or f(r, A, t), a drift name or an "
         f"expression string; got {type(f).__name__}"
     )
-
-
-_WRAPPED: OrderedDict = OrderedDict()
-
-
-def _wrap_callable(f: Callable) -> Drift:
-    """``from_callable(f)``, memoised per function so that checking the same callable twice reuses the
-    compiled check (``from_callable`` makes a new wrapper, hence a new jit cache entry, every time)."""
-    from drifts.library import from_callable
-
-    hit = _WRAPPED.get(f)
-    if hit is None:
-        hit = _WRAPPED[f] = from_callable(f)
-        while len(_WRAPPED) > 64:
-            _WRAPPED.popitem(last=False)
-    return hit
 
 
 def _to_f64(tree: Any) -> Any:
@@ -601,24 +602,24 @@ def _report_from(name: str, out: Mapping[str, np.ndarray], cfg: _Config, seconds
         c2 = ConditionResult(ok, id_err, _where(out["id_where"], tp), cfg.tol,
                              "" if ok else f"|f(1, A)| = {id_err:.3g} > 0")
     # (3)
-    g_lim, q_best, fd_tol = float(out["g_lim"]), float(out["q_best"]), float(out["fd_tol"])
+    g_lim, q_best, slope_tol = float(out["g_lim"]), float(out["q_best"]), float(out["slope_tol"])
     side = "right (r -> 1+)" if float(out["grad_side"]) > 0 else "left (r -> 1-)"
     gw = _where(out["grad_where"], tp)
     if not (math.isfinite(g_lim) and math.isfinite(q_best)):
-        c3 = ConditionResult(False, float("nan"), gw, cfg.grad_tol,
+        c3 = ConditionResult(False, float("nan"), gw, slope_tol,
                              f"derivative from the {side} is NaN or inf")
     else:
-        ok_g, ok_q = g_lim <= cfg.grad_tol, q_best <= fd_tol
+        ok_g, ok_q = g_lim <= slope_tol, q_best <= slope_tol
         if not ok_g:
             worst = float(out["g_signed"])
             detail = f"one-sided derivative from the {side} is {worst:.3g} (a kink or a slope at r = 1)"
         elif not ok_q:
             worst = q_best
-            detail = (f"difference quotients from the {side} stay at {q_best:.3g} > {fd_tol:.2g} while autodiff "
+            detail = (f"difference quotients from the {side} stay at {q_best:.3g} > {slope_tol:.2g} while autodiff "
                       "says ~0 (a kink hidden from jax.grad)")
         else:
-            worst, detail = g_lim, ""
-        c3 = ConditionResult(ok_g and ok_q, worst, gw, cfg.grad_tol, detail)
+            worst, detail = max(g_lim, q_best), ""
+        c3 = ConditionResult(ok_g and ok_q, worst, gw, slope_tol, detail)
     conds = {"nonnegative": c1, "zero_at_identity": c2, "zero_grad_at_identity": c3}
     return DriftReport(name, all(c.passed for c in conds.values()), conds, _domain(cfg), seconds=seconds)
 
@@ -650,9 +651,10 @@ def check_drift(
       grid: points in ``log r`` and in ``A`` of the dense grid (plus points clustered around r = 1).
       tol: absolute tolerance on values: ``f >= -tol`` and ``|f(1, A)| <= tol`` (1e-8: float64 round-off
         of well-written drifts is ~1e-15, LPO's shift is 1e-6, so a real offset is not absorbed).
-      grad_tol: tolerance on one-sided slopes at ``r = 1`` (autodiff, at ``|r - 1|`` = the two smallest
-        steps). fd_rel_tol: the difference quotients must get below ``grad_tol + fd_rel_tol * S`` for
-        some step ``h <= 1e-4`` (``S`` = max ``|f|`` for ``|log r| <= 0.5``).
+      grad_tol, fd_rel_tol: the one-sided slopes at ``r = 1`` (autodiff at ``|r - 1|`` = the two smallest
+        steps, and the best difference quotient among steps ``h <= 1e-4``) must be at most
+        ``grad_tol + fd_rel_tol * S``, ``S`` = the largest ``|f(1 +- h)|`` over the steps, divided by the
+        largest step (per ``A`` and ``t``).
       steps: the decreasing one-sided steps ``h`` (default ``1e-2 ... 1e-14``, half decades).
       n_identity, n_grad_A: number of ``A`` values for conditions (2) and (3).
       search_iters: pattern-search iterations from every 16 x 16 block minimum of the grid.

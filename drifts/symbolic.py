@@ -593,8 +593,11 @@ def _resolve(e: sp.Basic) -> sp.Expr:
 
 
 def _prove_zero_at_identity(expr: sp.Expr) -> SymbolicCondition:
-    at1 = sp.piecewise_fold(expr.subs(r, 1))
-    simplified = sp.simplify(at1)
+    try:
+        at1 = sp.piecewise_fold(expr.subs(r, 1))
+        simplified = sp.simplify(at1)
+    except (ValueError, TypeError, NotImplementedError, RecursionError) as err:
+        return SymbolicCondition(False, None, "substitution r = 1 (sympy failed)", f"{type(err).__name__}: {err}")
     if simplified == 0:
         return SymbolicCondition(True, None, "substitution r = 1 and simplification", "f(1, A) simplifies to 0")
     ce = _numeric_nonzero(at1)
@@ -630,8 +633,9 @@ def _prove_zero_grad(expr: sp.Expr) -> SymbolicCondition:
     unresolved = []
     for case, a_sub in _CASES:
         for side, label in ((1, "r -> 1+"), (-1, "r -> 1-")):
-            e = expr.subs({r: 1 + side * _s, A: a_sub})
             try:
+                # inside the try: Max/Min of an argument that turns complex (A**1.5 for A < 0) raises here
+                e = expr.subs({r: 1 + side * _s, A: a_sub})
                 g = _resolve(e)
                 # continuity at r = 1 (the germ must meet f(1, A)), then the limit of the derivative
                 jump = sp.simplify(sp.limit(g, _s, 0, "+") - f1.subs(A, a_sub))
@@ -765,6 +769,41 @@ def _prove_nonnegative(expr: sp.Expr) -> SymbolicCondition | None:
     return None
 
 
+# -- where the expression is defined ------------------------------------------------------------------
+def _undefined_where(e: sp.Expr) -> str | None:
+    """Why ``e`` may be undefined somewhere on r > 0, real A, t in [0, 1], or None when it cannot be.
+
+    Sympy's simplifications assume every subexpression is defined (``0 / t`` becomes 0, ``sqrt(A)`` is
+    complex for A < 0), so a proof means nothing where a denominator can vanish, a fractional power
+    takes a negative base, or a log a non-positive argument. The first such subexpression is named.
+    """
+    for node in sp.preorder_traversal(e):
+        if isinstance(node, sp.Pow):
+            base, ex = node.base, node.exp
+            if ex.is_negative and not _positive(base):
+                return f"{sp.sstr(base)} can be 0 in the denominator of {_short(node)}"
+            if not ex.is_integer and not _nonneg(base):
+                return f"{sp.sstr(base)} can be negative under the fractional power {_short(node)}"
+        elif isinstance(node, sp.log) and not _positive(node.args[0]):
+            return f"{sp.sstr(node.args[0])} can be <= 0 in {_short(node)}"
+    return None
+
+
+def _positive(e: sp.Expr) -> bool:
+    """True only when ``e > 0`` on the domain, by sympy's assumptions or structure."""
+    if e.is_positive:
+        return True
+    if isinstance(e, sp.exp):
+        return _real(e.args[0])
+    if isinstance(e, sp.Add):  # a sum of non-negative terms with one positive one
+        return all(_nonneg(x) for x in e.args) and any(x.is_positive for x in e.args)
+    if isinstance(e, sp.Mul):
+        return all(_positive(x) for x in e.args)
+    if isinstance(e, sp.Pow):
+        return _positive(e.base) and bool(e.exp.is_real)
+    return False
+
+
 # -- the report ---------------------------------------------------------------------------------------
 def check_drift_symbolic(expr: str | sp.Basic, *, numeric: bool = True, **check_kwargs: Any) -> SymbolicReport:
     """Prove the drift conditions of ``expr`` (a sympy expression or a string in r, A and optionally t).
@@ -795,7 +834,11 @@ def check_drift_symbolic(expr: str | sp.Basic, *, numeric: bool = True, **check_
             numeric_report = check_drift(to_jax(e), **check_kwargs)
         return numeric_report
 
-    nn = _prove_nonnegative(e)
+    undefined = _undefined_where(e)
+    try:
+        nn = _prove_nonnegative(e) if undefined is None else None
+    except (ValueError, TypeError, RecursionError):  # a comparison sympy cannot make: no structural proof
+        nn = None
     if nn is None:
         if numeric:
             c = numeric_report_().conditions["nonnegative"]
@@ -811,6 +854,19 @@ def check_drift_symbolic(expr: str | sp.Basic, *, numeric: bool = True, **check_
     conds["nonnegative"] = nn
     conds["zero_at_identity"] = _prove_zero_at_identity(e)
     zg = _prove_zero_grad(e)
+    if undefined is not None:  # a proof assumed the expression defined everywhere: void, say why
+        void = f"not a proof: {undefined}"
+        z1 = conds["zero_at_identity"]
+        if z1.proved:
+            conds["zero_at_identity"] = SymbolicCondition(False, None, z1.method + " (void)", void)
+        if zg.proved:
+            zg = SymbolicCondition(False, None, zg.method + " (void)", void)
+        if numeric and not conds["zero_at_identity"].refuted:
+            c = numeric_report_().conditions["zero_at_identity"]
+            if not c.passed:
+                ce = dict(zip(("r", "A", "t"), c.where, strict=False)) if c.where else {}
+                ce["value"] = c.worst
+                conds["zero_at_identity"] = SymbolicCondition(False, ce, "numeric (float64)", c.detail + "; " + void)
     if not zg.proved and not zg.refuted and numeric:
         c = numeric_report_().conditions["zero_grad_at_identity"]
         if not c.passed:

@@ -240,3 +240,24 @@ def test_check_options_are_validated_by_name(options, message):
         check_drift_symbolic("(r - 1)**2", **options)
     with pytest.raises(TypeError, match="unknown check option 'bogus'; check_drift takes log_r_range"):
         check_drift_symbolic("(r - 1)**2", bogus=1)
+
+
+def test_a_changed_global_is_seen_by_the_next_check():
+    # a cached compiled check would keep the value the function was traced with and repeat "valid"
+    state = {"k": 0.0}
+
+    def drift(r, A):
+        return (r - 1) ** 2 + state["k"] * (r - 1)
+
+    assert check_drift(drift).valid
+    state["k"] = 0.5
+    assert not check_drift(drift).valid
+
+
+@pytest.mark.parametrize("smooth", ["1e8*(r-1)**2", "(r-1)**2*exp(A**2)"])
+def test_large_smooth_drifts_pass_and_a_kink_under_a_large_term_fails(smooth):
+    assert check_drift(smooth).valid  # slope f'' h at the smallest step h is not a kink
+    sg = jax.lax.stop_gradient
+    # 1e7 (r - 1)^4 is huge at |log r| = 0.5 but nothing beside r = 1: the kink of slope 25 must show
+    report = check_drift(lambda r, A: 1e7 * (r - 1) ** 4 * A**2 + jnp.abs(sg(r) - 1) * A**2)
+    assert not report.conditions["zero_grad_at_identity"].passed

@@ -210,3 +210,17 @@ def test_drift_file_expression_must_parse_with_the_whitelist(tmp_path):
             "drift": {"family": "expression", "kwargs": {"expr": "__import__('os')"}}}
     with pytest.raises(ArchiveError, match="e.drift: invalid arguments for drift family 'expression'"):
         get_drift(write_archive(tmp_path / "e.drift", meta, {}))
+
+
+@pytest.mark.parametrize("text", ["(r-1)**2/t", "(r-1)**2/(A-1)**2", "Abs(sqrt(A))*(r-1)**2"])
+def test_no_proof_where_the_expression_is_undefined(text):
+    # sympy simplifies 0/t to 0 and takes sqrt(A) complex: a proof would be about another function
+    report = check_drift_symbolic(text)
+    assert report.valid is not True
+    assert not any(c.proved for name, c in report.conditions.items() if name != "nonnegative")
+
+
+def test_a_power_that_turns_complex_gives_a_verdict_not_a_crash():
+    report = check_drift_symbolic("Max(0, (r-1)**2*A**1.5)")  # raised sympy's "not comparable" before
+    assert report.valid is False
+    assert check_drift_symbolic("Abs(A)**1.5*(r-1)**2 + (r-1)**2/r").valid is True
