@@ -234,6 +234,14 @@ def default_lpo() -> Drift:
     return lpo()
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def get_drift(spec: str | os.PathLike | Drift | Callable) -> Drift:
     """Resolve a name (``"ppo"``, ``"dpo"``, ``"lpo"``...), a drift file path, an expression string in
     ``r`` and ``A`` (e.g. ``"Max(0, (r - 1)**2 * A)"``, parsed safely), a Drift or a callable."""
@@ -244,14 +252,15 @@ def get_drift(spec: str | os.PathLike | Drift | Callable) -> Drift:
             raise FileNotFoundError(f"no such drift file: {os.fspath(spec)!r}")
         return Drift.load(spec)
     if isinstance(spec, str):
-        key = spec
+        key = spec.strip()  # " ppo" from a config file or a shell quote is still PPO
         if key.lower() in _NAMED:
             return _NAMED[key.lower()]()
         if os.path.exists(key):
             return Drift.load(key)
         if key.strip().endswith((".drift", ".npz")):
             raise FileNotFoundError(f"no such drift file: {key!r}")  # not an expression with '/' and '-' in it
-        if any(ch in key for ch in "()*+-/") or key.strip() in ("r", "A"):
+        # operators, a bare variable or a bare number ("0": no drift at all, plain policy gradient)
+        if any(ch in key for ch in "()*+-/") or key in ("r", "A", "t") or _is_number(key):
             from drifts.symbolic import to_jax  # an expression in r and A, parsed safely (no eval)
 
             try:

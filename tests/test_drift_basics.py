@@ -199,3 +199,10 @@ def test_calling_a_drift_checks_its_inputs():
     with pytest.raises(ValueError, match=r"t is training progress and must be a number in \[0, 1\], got 2.0"):
         lpo(temporal=True)(1.0, 1.0, 2.0)
     assert float(lpo(temporal=True)(1.0, 1.0, 0.5)) == 0.0
+
+
+def test_get_drift_takes_a_bare_number_and_surrounding_spaces():
+    zero = get_drift("0")  # no drift at all: plain policy gradient, a valid baseline to compare against
+    assert zero.family == "expression" and float(zero(1.5, 2.0)) == 0.0
+    assert get_drift(" ppo ").name == "ppo"
+    assert get_drift("t").temporal
