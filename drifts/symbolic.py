@@ -247,7 +247,11 @@ class _Builder:
             raise self.fail(node, f"unknown function {name!r} (allowed: {', '.join(sorted(FUNCTIONS))}, Piecewise)")
         builder, arities = FUNCTIONS[name]
         if len(node.args) not in arities:
-            raise self.fail(node, f"{name} takes {' or '.join(map(str, arities[:3]))} arguments")
+            counts = sorted(arities)
+            consecutive = len(counts) > 2 and counts == list(range(counts[0], counts[-1] + 1))
+            said = f"{counts[0]} to {counts[-1]}" if consecutive else " or ".join(map(str, counts))
+            noun = "argument" if counts == [1] else "arguments"
+            raise self.fail(node, f"{name} takes {said} {noun}, got {len(node.args)}")
         if name == "where":
             return builder(self.cond(node.args[0]), self.expr(node.args[1]), self.expr(node.args[2]))
         return builder(*(self.expr(a) for a in node.args))

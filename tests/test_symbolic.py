@@ -197,6 +197,7 @@ def test_eq_condition_checks_numerically():
     ("log(0)*(r - 1)**2", "undefined or infinite"),
     ("*".join(["1e-300"] * 20) + "*r", "digits to write exactly"),
     ("Piecewise((0, Eq(r)), (1, True))", "Eq takes two arguments"),
+    ("Max(0)", "Max takes 2 to 8 arguments, got 1"),
 ])
 def test_constants_no_drift_can_hold_are_refused_when_parsed(text, problem):
     with pytest.raises(ValueError, match=problem):
