@@ -104,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mirrorlearn meta-train: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # the checkpoint holds every completed generation: say how to go on
+        if not checkpoint_path(args.out).exists():  # stopped during compilation or the baselines
+            drop_if_empty()
+            print("\nmirrorlearn meta-train: interrupted before the first generation finished; nothing was saved.",
+                  file=sys.stderr)
+            return 130
         print(f"\nmirrorlearn meta-train: interrupted. {args.out} keeps every completed generation; run the same command "
               "again to resume from the last one.", file=sys.stderr)
         return 130

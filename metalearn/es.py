@@ -1,7 +1,8 @@
 """The outer loop's strategy (evosax 0.3 Open-ES) and a pickle-free form of its state.
 
 The paper's LPO settings (Appendix A, Table 1): OpenAI-ES with antithetic sampling, centred-rank
-fitness shaping, Adam on the mean, sigma ``0.04 * 0.999**g`` floored at ``0.01``. evosax *minimises*,
+fitness shaping, Adam on the mean, sigma ``0.04 * 0.999**(g - 1)`` (``0.04`` for generations 0 and 1: evosax
+reads the schedule at the generation count before the update) floored at ``0.01``. evosax *minimises*,
 so the trainer tells it the negated fitness.
 """
 

@@ -121,6 +121,9 @@ def check_inner(inner: Any) -> None:
         warnings.warn(f"inner=PPO(eps={inner.eps}) sets PPO's clip drift, which the inner runs do not use: they train "
                       "with the evolved genome; for an LPO genome with another clip range pass "
                       f"MetaTrainer(drift=drifts.lpo(eps={inner.eps}))", UserWarning, stacklevel=5)
+    if getattr(inner, "seed", 0) != 0:
+        warnings.warn(f"inner seed={inner.seed} is ignored: the inner runs' keys come from MetaTrainer(seed=...); "
+                      "set that instead", UserWarning, stacklevel=5)
     if getattr(inner, "n_seeds", 1) != 1:
         warnings.warn(f"inner n_seeds={inner.n_seeds} is ignored: each population member trains "
                       "MetaTrainer(n_inner_seeds=...) seeds; set that instead", UserWarning, stacklevel=5)
@@ -234,7 +237,7 @@ class MetaTrainer:
     def _setup(self) -> dict:
         """Resolve environments, inner configurations, genome and strategy (no training yet)."""
         from agents.envs import JaxEnv, make_env
-        from agents.estimators import PPO
+        from agents.estimators import PPO, warn_partial_batch
 
         self._validate()
         envs = []
@@ -246,6 +249,8 @@ class MetaTrainer:
             envs.append(env)
         inner = self.inner if self.inner is not None else PPO(total_timesteps=100_000)
         configs = [inner.make_config(env) for env in envs]
+        for config in dict.fromkeys(configs):  # a budget that drops 5% or more to whole batches is named, as by fit
+            warn_partial_batch(inner, config, stacklevel=4)
         genome = resolve_genome(self.drift, int(self.seed))
         strategy = es_lib.make_strategy(self.population_size, genome.params, self.sigma_init, self.sigma_decay,
                                         self.sigma_limit, self.learning_rate)

@@ -142,7 +142,7 @@ def _add_training_args(p: argparse.ArgumentParser, default_steps: int) -> None:
 
 
 def add_set_arg(p: argparse.ArgumentParser, what: str = "hyperparameters over the environment's preset") -> None:
-    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="FIELD=VALUE",  # repeated: accumulates
                    help=f"{what}, e.g. --set learning_rate=1e-3 num_envs=8 hidden_sizes='(128, 128)'")
 
 

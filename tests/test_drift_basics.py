@@ -206,3 +206,11 @@ def test_get_drift_takes_a_bare_number_and_surrounding_spaces():
     assert zero.family == "expression" and float(zero(1.5, 2.0)) == 0.0
     assert get_drift(" ppo ").name == "ppo"
     assert get_drift("t").temporal
+
+
+def test_a_run_folder_is_not_a_drift_file_and_the_message_points_inside(tmp_path):
+    lpo(hidden=4).save(tmp_path / "drift.drift")
+    for spec in (tmp_path, str(tmp_path)):
+        with pytest.raises(IsADirectoryError, match=r"is a folder, not a drift file; the drift a meta-train run "
+                                                    r"learned is .*drift\.drift"):
+            get_drift(spec)

@@ -432,6 +432,18 @@ def test_single_env_accepted_and_ignored_inner_drift_warned():
         MetaTrainer(inner=PPO(eps=0.5, **INNER), **TINY)._validate()
     with pytest.warns(UserWarning, match=r"inner n_seeds=3 is ignored.*n_inner_seeds"):
         MetaTrainer(inner=PPO(n_seeds=3, **INNER), **TINY)._validate()
+    with pytest.warns(UserWarning, match=r"inner seed=7 is ignored.*MetaTrainer\(seed=...\)"):
+        MetaTrainer(inner=PPO(seed=7, **INNER), **TINY)._validate()
+    # a budget that whole batches cut by 5% or more is named, as MirrorAgent.fit names it
+    with pytest.warns(UserWarning, match=r"total_timesteps=1000 is not a multiple of the batch"):
+        MetaTrainer(inner=PPO(total_timesteps=1000), **TINY)._setup()
+
+
+def test_repeated_set_options_accumulate():
+    from metalearn.cli import build_parser
+
+    args = build_parser().parse_args(["--out", "x", "--set", "num_envs=4", "--set", "num_steps=32", "update_epochs=2"])
+    assert args.set == ["num_envs=4", "num_steps=32", "update_epochs=2"]  # the first --set was dropped before
 
 
 def test_fewer_generations_than_checkpoint_warns_and_keeps_it(reference):
