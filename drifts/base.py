@@ -138,6 +138,10 @@ class Drift:
     @staticmethod
     def load(path: str | os.PathLike) -> Drift:
         """Read a drift file; :class:`~mirrorlearn._archive.ArchiveError` names the file and the problem."""
+        if os.path.isdir(path):  # the archive reader would call a folder a corrupted file
+            inside = os.path.join(path, "drift.drift")
+            hint = f"; the drift a meta-train run learned is {inside!r}" if os.path.isfile(inside) else ""
+            raise IsADirectoryError(f"{os.fspath(path)!r} is a folder, not a drift file{hint}")
         meta, arrays = read_archive(path, DRIFT_FILE_KIND, DRIFT_FILE_VERSION)
         source = str(path)
         try:

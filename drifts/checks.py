@@ -28,10 +28,9 @@ value it found and where. What it looks at, and why:
   ``h <= 1e-4`` must both be at most ``grad_tol + fd_rel_tol * S``, with ``S`` the slope scale beside
   ``r = 1`` for that ``A`` (and ``t``): the largest ``|f(1 +- h)|`` over the steps, divided by the largest
   step. A smooth drift's slope at the smallest step is ``f'' h``, far below its ``S``, however large
-  ``f''``
-  (``1e8 (r - 1)^2`` passes); a kink's stays at its constant, about ``S`` itself. A kink (``|r - 1|``,
-  ``ReLU(r - 1)``, ``(r - 1) A``) has quotients and slopes
-  that stay at a non-zero constant and fails; LPO's ``ReLU(net - 1e-6 + PPO)`` is exactly zero for
+  ``f''`` (``1e8 (r - 1)^2`` passes); a kink's stays at its constant, about ``S`` itself. A kink
+  (``|r - 1|``, ``ReLU(r - 1)``, ``(r - 1) A``) has quotients and slopes that stay at a non-zero
+  constant and fails; LPO's ``ReLU(net - 1e-6 + PPO)`` is exactly zero for
   ``|r - 1| < 1e-6 / |net'(1)|`` and passes (for ``|net'(1)|`` up to about ``3e7``); the
   difference quotients also catch kinks hidden from autodiff (``stop_gradient``, ``floor``).
 

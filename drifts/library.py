@@ -234,14 +234,6 @@ def default_lpo() -> Drift:
     return lpo()
 
 
-def _refuse_folder(path: str) -> None:
-    """A folder is not a drift file; a meta-train run's folder holds its learned drift as drift.drift."""
-    if os.path.isdir(path):
-        inside = os.path.join(path, "drift.drift")
-        hint = f"; the drift a meta-train run learned is {inside!r}" if os.path.isfile(inside) else ""
-        raise IsADirectoryError(f"{path!r} is a folder, not a drift file{hint}")
-
-
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -258,16 +250,14 @@ def get_drift(spec: str | os.PathLike | Drift | Callable) -> Drift:
     if isinstance(spec, os.PathLike):  # a path object is always a file, even one named like a built-in drift
         if not os.path.exists(spec):
             raise FileNotFoundError(f"no such drift file: {os.fspath(spec)!r}")
-        _refuse_folder(os.fspath(spec))
         return Drift.load(spec)
     if isinstance(spec, str):
         key = spec.strip()  # " ppo" from a config file or a shell quote is still PPO
         if key.lower() in _NAMED:
             return _NAMED[key.lower()]()
         if os.path.exists(key):
-            _refuse_folder(key)
             return Drift.load(key)
-        if key.strip().endswith((".drift", ".npz")):
+        if key.endswith((".drift", ".npz")):
             raise FileNotFoundError(f"no such drift file: {key!r}")  # not an expression with '/' and '-' in it
         # operators, a bare variable or a bare number ("0": no drift at all, plain policy gradient)
         if any(ch in key for ch in "()*+-/") or key in ("r", "A", "t") or _is_number(key):

@@ -808,6 +808,11 @@ def _positive(e: sp.Expr) -> bool:
     return False
 
 
+def _numeric_counterexample(c) -> dict:
+    """Where a failed numeric condition (:class:`drifts.checks.ConditionResult`) was worst, and the value."""
+    return {**(dict(zip(("r", "A", "t"), c.where, strict=False)) if c.where else {}), "value": c.worst}
+
+
 # -- the report ---------------------------------------------------------------------------------------
 def check_drift_symbolic(expr: str | sp.Basic, *, numeric: bool = True, **check_kwargs: Any) -> SymbolicReport:
     """Prove the drift conditions of ``expr`` (a sympy expression or a string in r, A and optionally t).
@@ -847,9 +852,8 @@ def check_drift_symbolic(expr: str | sp.Basic, *, numeric: bool = True, **check_
         if numeric:
             c = numeric_report_().conditions["nonnegative"]
             if not c.passed:
-                ce = dict(zip(("r", "A", "t"), c.where, strict=False)) if c.where else {}
-                ce["value"] = c.worst
-                nn = SymbolicCondition(False, ce, "numeric search (grid + local search, float64)", c.detail)
+                nn = SymbolicCondition(False, _numeric_counterexample(c), "numeric search (grid + local search, float64)",
+                                       c.detail)
             else:
                 nn = SymbolicCondition(False, None, "no structural proof; numeric search found no counterexample",
                                        f"min f = {c.worst:.3g} on the checked domain")
@@ -868,15 +872,13 @@ def check_drift_symbolic(expr: str | sp.Basic, *, numeric: bool = True, **check_
         if numeric and not conds["zero_at_identity"].refuted:
             c = numeric_report_().conditions["zero_at_identity"]
             if not c.passed:
-                ce = dict(zip(("r", "A", "t"), c.where, strict=False)) if c.where else {}
-                ce["value"] = c.worst
-                conds["zero_at_identity"] = SymbolicCondition(False, ce, "numeric (float64)", c.detail + "; " + void)
+                conds["zero_at_identity"] = SymbolicCondition(False, _numeric_counterexample(c), "numeric (float64)",
+                                                              f"{c.detail}; {void}")
     if not zg.proved and not zg.refuted and numeric:
         c = numeric_report_().conditions["zero_grad_at_identity"]
         if not c.passed:
-            ce = dict(zip(("r", "A", "t"), c.where, strict=False)) if c.where else {}
-            ce["value"] = c.worst
-            zg = SymbolicCondition(False, ce, "numeric one-sided derivatives (float64)", c.detail or zg.detail)
+            zg = SymbolicCondition(False, _numeric_counterexample(c), "numeric one-sided derivatives (float64)",
+                                   c.detail or zg.detail)
     conds["zero_grad_at_identity"] = zg
     return SymbolicReport(e, conds)
 
