@@ -388,6 +388,9 @@ def test_patch_conv_equals_flax_conv(kernel_size):
     assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x))
     params = jax.tree.map(lambda v: v + 0.1, params)  # a non-zero bias too
     np.testing.assert_allclose(ours.apply(params, x), reference.apply(params, x), atol=1e-5)
+    # and the same gradients (PatchConv's product has its own weight-gradient rule, networks.matmul)
+    grads = [jax.grad(lambda p, m=m: jnp.sum(jnp.sin(m.apply(p, x))))(params) for m in (ours, reference)]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), *grads)
 
 
 @pytest.mark.parametrize("shape", [(4, 4, 64), (4, 64, 64), (1, 256, 256), (128, 64, 64), (2, 3, 8, 5)])
@@ -405,6 +408,36 @@ def test_dense_equals_flax_dense_on_both_paths(shape):
     assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x))
     params = jax.tree.map(lambda v: v + 0.1, params)
     np.testing.assert_allclose(ours.apply(params, x), reference.apply(params, x), rtol=1e-5, atol=1e-5)
+
+    def loss(module, p, x):
+        return jnp.sum(jnp.tanh(module.apply(p, x)) * jnp.arange(n_out))
+
+    for args in ((params, x), (jax.tree.map(lambda v: v[None], params), x[None])):  # plain, and vmapped
+        grad = (lambda f: f) if args[1] is x else (lambda f: jax.vmap(f))
+        ours_g, ref_g = (grad(jax.grad(lambda p, x, m=m: loss(m, p, x), argnums=(0, 1)))(*args)
+                         for m in (ours, reference))
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), ours_g, ref_g)
+
+
+@pytest.mark.parametrize("x_shape", [(7,), (5, 7), (2, 3, 7)])
+def test_matmul_gradients_equal_autodiff(x_shape):
+    # networks.matmul computes a weight gradient as x^T g in the kernel's orientation (speed); its
+    # gradients must be jnp.matmul's for any leading shape, under jit and vmap alike.
+    from agents.networks import matmul
+
+    x = jax.random.normal(jax.random.PRNGKey(0), x_shape)
+    w = jax.random.normal(jax.random.PRNGKey(1), (7, 3))
+
+    def loss(mm, x, w):
+        return jnp.sum(jnp.cos(mm(x, w)))
+
+    ours = jax.jit(jax.grad(lambda x, w: loss(matmul, x, w), argnums=(0, 1)))(x, w)
+    ref = jax.grad(lambda x, w: loss(jnp.matmul, x, w), argnums=(0, 1))(x, w)
+    for a, b in zip(ours, ref, strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    batched = jax.vmap(jax.grad(lambda x, w: loss(matmul, x, w), argnums=1))(jnp.stack([x, 2 * x]), jnp.stack([w, w]))
+    np.testing.assert_allclose(batched[1], jax.grad(lambda w: loss(jnp.matmul, 2 * x, w))(w), rtol=1e-5, atol=1e-5)
 
 
 def test_reward_normalisation_matches_a_vecnormalize_style_reference():
