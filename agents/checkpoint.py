@@ -103,6 +103,7 @@ def load_agent(path: str | os.PathLike):
             raise ArchiveError(f"{source}: unknown estimator {meta['estimator']!r}")
         config = PPOConfig.from_dict(meta["config"]).validate()
         env = spaces_env(meta["env"])
+        _check_spaces(env)
         drift = drift_from_spec(meta["drift"], source=source)
         n_seeds = meta["n_seeds"]
         if not isinstance(n_seeds, int) or isinstance(n_seeds, bool) or n_seeds < 1:
@@ -113,7 +114,12 @@ def load_agent(path: str | os.PathLike):
         raise ArchiveError(f"{source}: malformed agent metadata ({err})") from None
 
     policy = {k[len("policy/"):]: v for k, v in arrays.items() if k.startswith("policy/")}
-    template = flatten_tree(jax.device_get(init_params(config, env, jax.random.PRNGKey(0))))
+    try:
+        template = flatten_tree(jax.device_get(init_params(config, env, jax.random.PRNGKey(0))))
+    except Exception as err:  # noqa: BLE001 - e.g. a grid torso given a flat observation shape by an edit
+        raise ArchiveError(f"{source}: the saved spaces (observations {tuple(env.obs_shape)}) do not fit the saved "
+                           f"network ({config.network!r}); the file was edited or corrupted "
+                           f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
     if set(policy) != set(template):
         raise ArchiveError(f"{source}: policy parameters do not match the saved configuration")
     for key, ref in template.items():
@@ -170,6 +176,27 @@ def _checked_obs_stats(arrays: dict, n_seeds: int, obs_shape: tuple, source: str
     return ObsStats(jnp.asarray(mean, jnp.float32), jnp.asarray(var, jnp.float32), jnp.asarray(count, jnp.float32))
 
 
+def _positive_ints(value) -> bool:
+    return all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in value)
+
+
+def _check_spaces(env: JaxEnv) -> None:
+    """A ValueError for saved spaces no network can be built for (an edited file), before JAX sees them."""
+    if not _positive_ints(env.obs_shape):
+        raise ValueError(f"obs_shape must be positive integers, got {list(env.obs_shape)!r}")
+    spec = env.action_spec
+    if spec.kind == "discrete":
+        if spec.n < 1:
+            raise ValueError(f"a discrete action space needs n >= 1 actions, got {spec.n}")
+    elif spec.kind == "continuous":
+        size = int(np.prod(spec.shape))
+        if not _positive_ints(spec.shape) or len(spec.low) != size or len(spec.high) != size:
+            raise ValueError(f"a continuous action space needs a positive shape and one low/high per action, got "
+                             f"shape {list(spec.shape)}, {len(spec.low)} lows and {len(spec.high)} highs")
+    else:
+        raise ValueError(f"action kind must be 'discrete' or 'continuous', got {spec.kind!r}")
+
+
 def _estimator_params_problem(agent, config: PPOConfig) -> str | None:
     """What is wrong with the agent's hyperparameters for ``fit``, or None.
 
@@ -188,6 +215,9 @@ def _estimator_params_problem(agent, config: PPOConfig) -> str | None:
                 raise ValueError(f"{name} must be an integer, got {value!r}")
         if agent.n_seeds < 1 or agent.policy_seed < 0:
             raise ValueError(f"n_seeds must be >= 1 and policy_seed >= 0, got {agent.n_seeds} and {agent.policy_seed}")
+        classes = _estimator_classes()
+        if isinstance(agent, (classes["PPO"], classes["DPO"])):  # eps / alpha / beta: what fit will build
+            agent.make_drift()
     except (TypeError, ValueError) as err:
         return str(err)
     return None

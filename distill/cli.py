@@ -7,6 +7,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from mirrorlearn._outputs import user_path
+
 
 def build_parser(prog: str = "mirrorlearn distill") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -16,7 +18,7 @@ def build_parser(prog: str = "mirrorlearn distill") -> argparse.ArgumentParser:
     )
     p.add_argument("drift", help="drift name (ppo, dpo, lpo, ...), a drift file or an expression in r and A")
     p.add_argument("--budget", type=float, default=60.0, help="seconds for the symbolic-regression search")
-    p.add_argument("--out", help="output folder, created (default: a new runs/distill-<time>)")
+    p.add_argument("--out", type=user_path, help="output folder, created (default: a new runs/distill-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     p.add_argument("--backend", default="auto", help="auto | pyoperon | pysr | linear")
     p.add_argument("--seed", type=int, default=0)

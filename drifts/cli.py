@@ -20,6 +20,7 @@ from typing import Any
 
 from drifts.base import check_progress
 from mirrorlearn._archive import save_figure_atomic, write_json_atomic
+from mirrorlearn._outputs import user_path
 
 
 def _resolve(spec: str):
@@ -98,7 +99,7 @@ def check_drift_main(argv: list[str] | None = None) -> int:
                                        "numeric only.")
     p.add_argument("drift", help="a drift name (ppo, dpo, lpo), a drift file, or an expression in r and A, "
                                  "e.g. 'Max(0, (r - 1)**2 * A**2)'")
-    p.add_argument("--out", help="folder for report.json (default: a new temporary folder)")
+    p.add_argument("--out", type=user_path, help="folder for report.json (default: a new temporary folder)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report.json in --out")
     p.add_argument("--log-r-range", type=float, nargs=2, default=(-1.5, 1.5), metavar=("LO", "HI"))
     p.add_argument("--A-range", type=float, nargs=2, default=(-5.0, 5.0), metavar=("LO", "HI"))
@@ -159,7 +160,7 @@ def plot_drift_main(argv: list[str] | None = None) -> int:
                                 description="Heat maps of d/dr [r A - f(r, A)] and slices at fixed A "
                                             "(the paper's Figures 1, 3 and 5).")
     p.add_argument("drifts", nargs="+", help="drift names (ppo, dpo, lpo), drift files or expressions in r, A")
-    p.add_argument("--out", help="folder for the PNG files and plots.json, which lists them (default: a new "
+    p.add_argument("--out", type=user_path, help="folder for the PNG files and plots.json, which lists them (default: a new "
                    "temporary folder)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run's pictures in --out")
     p.add_argument("--dpi", type=int, default=100)

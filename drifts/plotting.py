@@ -105,6 +105,18 @@ def _slice_color(a: float, amax: float):
     return colormaps["RdBu_r"](0.5 + 0.45 * a / (amax or 1.0))
 
 
+def _check_plot_options(slices: Sequence[float], vmax: float | None) -> None:
+    """Refuse options that would silently draw a misleading picture."""
+    if vmax is not None:
+        if isinstance(vmax, bool) or not isinstance(vmax, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(vmax) or vmax <= 0:
+            raise ValueError(f"vmax must be a positive finite number (the colour scale's end), got {vmax!r}; "
+                             "leave it None to scale to the largest value")
+    if isinstance(slices, Sequence) and not isinstance(slices, str) and len(slices) == 0:  # the rest: check_plot_grid
+        raise ValueError("slices is empty, which would leave the slices panel blank: give at least one advantage "
+                         "value, e.g. slices=(-2, 0, 2)")
+
+
 def plot_drift(f: Any, *, log_r_range: tuple[float, float] = (-1.0, 1.0), A_range: tuple[float, float] = (-4.0, 4.0),
                slices: Sequence[float] = DEFAULT_SLICES, resolution: int = 201, t: float = 0.0,
                vmax: float | None = None, figsize: tuple[float, float] = (10.0, 4.0)) -> Figure:
@@ -116,6 +128,7 @@ def plot_drift(f: Any, *, log_r_range: tuple[float, float] = (-1.0, 1.0), A_rang
     Returns a ``matplotlib.figure.Figure`` not registered with pyplot.
     """
     drift = _as_drift(f)
+    _check_plot_options(slices, vmax)
     fig = Figure(figsize=figsize, layout="constrained")
     axes = fig.subplots(1, 2)
     _draw(fig, axes, drift, log_r_range, A_range, slices, resolution, t, vmax)
@@ -129,6 +142,10 @@ def compare_drifts(drifts: Sequence[Any], *, log_r_range: tuple[float, float] = 
 
     With ``shared_scale`` all heat maps use the same colour scale, so their magnitudes compare.
     """
+    if isinstance(drifts, (str, Drift)) or callable(drifts):  # one drift, not a sequence of them
+        raise TypeError(f"compare_drifts takes a list of drifts, got one: {drifts!r}; write compare_drifts([{drifts!r}, ...]) "
+                        "or plot_drift(...) for a single drift")
+    _check_plot_options(slices, None)
     resolved = [_as_drift(d) for d in drifts]
     if not resolved:
         raise ValueError("compare_drifts needs at least one drift")

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from mirrorlearn._outputs import user_path
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -21,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--population", type=int, default=32, help="ES population size (even: antithetic pairs)")
     p.add_argument("--timesteps", type=int, default=100_000, help="inner PPO budget per run")
     p.add_argument("--drift", default="lpo", help="genome: lpo | ta-lpo | lpo_zero | dpo | a drift file")
-    p.add_argument("--out", required=True, help="run folder (checkpoint and outputs)")
+    p.add_argument("--out", type=user_path, required=True, help="run folder (checkpoint and outputs)")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in an --out that holds an earlier run's outputs but no checkpoint to resume")
     p.add_argument("--inner-seeds", type=int, default=1, help="inner PPO runs per member and environment")

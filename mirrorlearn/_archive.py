@@ -75,8 +75,8 @@ def _name_clash(value_name: str, group_name: str) -> ArchiveError:
 
 
 def write_archive(path: str | os.PathLike, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Path:
-    """Atomically write ``meta`` (JSON-serialisable) and ``arrays`` to ``path``."""
-    path = Path(path)
+    """Atomically write ``meta`` (JSON-serialisable) and ``arrays`` to ``path`` (``~`` is expanded)."""
+    path = Path(path).expanduser()
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give a file name such as {path / 'agent.npz'}")
     payload = {name: np.asarray(value) for name, value in arrays.items()}
@@ -96,8 +96,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     A crash or an exception at any point leaves the previous file (if any) untouched and no temporary
     file behind. A saved mirrorlearn file of another kind (``kind``: what is written now; None for
     JSON and pictures) is never replaced: ``agent.save("lpo.drift")`` must not destroy a learned drift.
+    ``~`` is expanded (``agent.save("~/agent.npz")`` writes to the home folder, not to a folder named ``~``).
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     held = archive_kind(path)
     if held is not None and held != kind:
         new = _noun(kind) if kind else "this output"
@@ -203,9 +204,9 @@ def read_archive(path: str | os.PathLike, kind: str, max_version: int) -> tuple[
     """Read and validate an archive written by :func:`write_archive`.
 
     ``kind`` is the expected ``meta["kind"]`` (e.g. ``"mirrorlearn.drift"``); ``max_version`` the newest
-    ``meta["format_version"]`` this code understands.
+    ``meta["format_version"]`` this code understands. ``~`` is expanded.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
     if path.is_file():

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+
+def user_path(text: str) -> str:
+    """An argparse ``type`` for paths: ``~`` means the home folder, as the Python API reads it too.
+
+    A shell expands an unquoted ``~`` itself; this covers ``--out "~/runs"`` and ``--out=~/runs``, which
+    would otherwise create a folder literally named ``~`` (and disagree with where files are written).
+    """
+    return os.path.expanduser(text)
 
 
 def output_folder(path: str | None, default: Callable[[], Path], writes: tuple[str, ...] = (),
@@ -16,7 +26,7 @@ def output_folder(path: str | None, default: Callable[[], Path], writes: tuple[s
     after, with the results lost. ``writes`` are the command's output files (glob patterns): unless
     ``overwrite``, a folder already holding one of them (an earlier run's results) is refused.
     """
-    out = Path(path) if path else default()
+    out = Path(path).expanduser() if path else default()
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is an existing file, not a folder; name a folder for the outputs")
     existed = out.is_dir()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mirrorlearn._archive import save_figure_atomic, write_json_atomic
-from mirrorlearn._outputs import output_folder, removed_if_empty_on_failure
+from mirrorlearn._outputs import output_folder, removed_if_empty_on_failure, user_path
 
 
 def _out_dir(path: str | None, command: str, overwrite: bool) -> tuple[Path, bool]:
@@ -131,7 +131,7 @@ def _add_training_args(p: argparse.ArgumentParser, default_steps: int) -> None:
     p.add_argument("--eval-episodes", type=_positive_int, default=10, help="evaluation episodes per seed")
     p.add_argument("--no-check-drift", action="store_true",
                    help="train even if the drift fails the drift-condition checks (not a Mirror Learning update)")
-    p.add_argument("--out", default=None, help="output folder (default: runs/<command>-<time>)")
+    p.add_argument("--out", type=user_path, default=None, help="output folder (default: runs/<command>-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_set_arg(p)

@@ -31,10 +31,23 @@ def plot_learning_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], ti
     """One line per label: mean over seeds with a standard-error band. ``curves[label] = (x, y[seed, t])``."""
     from matplotlib.figure import Figure
 
+    if not isinstance(curves, Mapping) or not curves:
+        raise TypeError(f"curves must be a non-empty mapping label -> (x, y[seed, t]), got {type(curves).__name__}"
+                        + (" (empty)" if isinstance(curves, Mapping) else ""))
+    checked = {}
+    for label, pair in curves.items():
+        try:
+            x, y = pair
+            x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"curves[{label!r}] must be a pair (x, y) of numeric arrays") from None
+        if x.ndim != 1 or y.ndim != 2 or y.shape[1] != x.shape[0]:
+            raise ValueError(f"curves[{label!r}]: x must be 1-D and y 2-D (n_seeds, len(x)); got x {x.shape}, "
+                             f"y {y.shape}" + (" (one seed: pass y[None, :])" if y.ndim == 1 else ""))
+        checked[label] = (x, y)
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.add_subplot()
-    for label, (x, y) in curves.items():
-        y = np.asarray(y, dtype=np.float64)
+    for label, (x, y) in checked.items():
         with warnings.catch_warnings():  # points before any episode ended are NaN for every seed: a gap
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(y, axis=0)

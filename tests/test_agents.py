@@ -71,6 +71,15 @@ def test_save_load_identical_predictions(fitted, tmp_path):
         PPO.load(path)
 
 
+def test_a_tilde_in_a_path_means_the_home_folder(fitted, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    path = fitted.save("~/agents/a.npz")
+    assert path == tmp_path / "home" / "agents" / "a.npz" and path.exists()
+    assert not (tmp_path / "~").exists()  # not a folder literally named "~"
+    assert type(MirrorAgent.load("~/agents/a.npz")) is DPO
+
+
 def test_bad_files_are_refused(fitted, tmp_path):
     with pytest.raises(FileNotFoundError):
         MirrorAgent.load(tmp_path / "missing.npz")
@@ -112,6 +121,14 @@ def _rewrite(path, out, edit):
     (lambda m, a: m["estimator_params"].update(learning_rate="fast"), "invalid saved hyperparameters.*learning_rate"),
     (lambda m, a: m["estimator_params"].update(seed="zero"), "seed must be an integer"),
     (lambda m, a: m.update(estimator_params=[]), "estimator_params is not a mapping"),
+    # edited spaces: named before JAX sees them
+    (lambda m, a: m["env"].update(obs_shape=["a"]), "obs_shape must be positive integers"),
+    (lambda m, a: m["env"]["action"].update(n=-1), "needs n >= 1 actions"),
+    (lambda m, a: m["env"].update(obs_shape=[2, 2]), "observation statistics have shapes"),
+    (lambda m, a: m["config"].update(network="minatar"), "do not fit the saved network .'minatar'."),
+    # the drift's own hyperparameters, which fit would refuse
+    (lambda m, a: m["estimator_params"].update(alpha="abc"), "invalid saved hyperparameters.*alpha"),
+    (lambda m, a: m["estimator_params"].update(beta=None), "invalid saved hyperparameters.*beta"),
 ])
 def test_edited_agent_files_are_refused_naming_the_problem(fitted, tmp_path, edit, message):
     path = _rewrite(fitted.save(tmp_path / "agent.npz"), tmp_path / "edited.npz", edit)

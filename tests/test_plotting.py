@@ -44,6 +44,39 @@ def test_compare_drifts_side_by_side():
     assert len([ax for ax in fig.axes if ax.get_title().endswith("A)]")]) == 2
     with pytest.raises(ValueError):
         compare_drifts([])
+    with pytest.raises(TypeError, match=r"takes a list of drifts, got one: 'ppo'.*compare_drifts\(\['ppo'"):
+        compare_drifts("ppo")  # was read as the drifts 'p', 'p', 'o'
+
+
+@pytest.mark.parametrize("vmax", [-1, 0, float("nan"), float("inf"), "big", True])
+def test_plot_drift_refuses_a_colour_scale_it_would_silently_replace(vmax):
+    with pytest.raises(ValueError, match="vmax must be a positive finite number"):
+        plot_drift(ppo(), vmax=vmax, resolution=11)
+
+
+def test_plot_drift_refuses_empty_slices():
+    with pytest.raises(ValueError, match="slices is empty"):
+        plot_drift(ppo(), slices=[], resolution=11)
+    with pytest.raises(ValueError, match="slices is empty"):
+        compare_drifts([ppo()], slices=(), resolution=11)
+
+
+def test_learning_curves_name_the_shapes_they_need():
+    from mirrorlearn.reporting import plot_learning_curves
+
+    x = np.arange(5)
+    fig = plot_learning_curves({"a": (x, np.zeros((2, 5)))})
+    assert fig.axes[0].get_lines()
+    with pytest.raises(ValueError, match=r"y 2-D \(n_seeds, len\(x\)\); got x \(5,\), y \(5,\).*y\[None, :\]"):
+        plot_learning_curves({"a": (x, np.zeros(5))})
+    with pytest.raises(ValueError, match="got x .5,., y .2, 4."):
+        plot_learning_curves({"a": (x, np.zeros((2, 4)))})
+    with pytest.raises(TypeError, match="non-empty mapping"):
+        plot_learning_curves({})
+    with pytest.raises(TypeError, match="non-empty mapping.*got list"):
+        plot_learning_curves([(x, np.zeros((1, 5)))])
+    with pytest.raises(TypeError, match=r"curves\['a'\] must be a pair"):
+        plot_learning_curves({"a": x})
 
 
 def test_cli_check_drift_writes_json(tmp_path, capsys):
@@ -55,6 +88,16 @@ def test_cli_check_drift_writes_json(tmp_path, capsys):
     assert check_drift_main(["Abs(r - 1)", "--out", str(tmp_path / "bad")]) == 1
     bad = json.loads((tmp_path / "bad" / "report.json").read_text())
     assert not bad["numeric"]["conditions"]["zero_grad_at_identity"]["passed"]
+
+
+def test_cli_out_with_a_quoted_tilde_means_the_home_folder(tmp_path, monkeypatch, capsys):
+    # "--out '~/plots'" reaches us unexpanded; it must not create a folder literally named "~"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert plot_drift_main(["ppo", "--out", "~/plots"]) == 0
+    assert (tmp_path / "home" / "plots" / "plots.json").exists()
+    assert not (tmp_path / "~").exists()
+    assert str(tmp_path / "home" / "plots") in capsys.readouterr().out
 
 
 def test_cli_check_drift_rejects_hostile_text(tmp_path, capsys):
