@@ -11,6 +11,7 @@ servers; the caller owns them (``fig.savefig(...)``).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -142,7 +143,7 @@ def compare_drifts(drifts: Sequence[Any], *, log_r_range: tuple[float, float] = 
 
     With ``shared_scale`` all heat maps use the same colour scale, so their magnitudes compare.
     """
-    if isinstance(drifts, (str, Drift)) or callable(drifts):  # one drift, not a sequence of them
+    if isinstance(drifts, (str, os.PathLike, Drift)) or callable(drifts):  # one drift, not a sequence of them
         raise TypeError(f"compare_drifts takes a list of drifts, got one: {drifts!r}; write compare_drifts([{drifts!r}, ...]) "
                         "or plot_drift(...) for a single drift")
     _check_plot_options(slices, None)

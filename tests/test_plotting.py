@@ -1,6 +1,7 @@
 """Drift pictures and the check-drift / plot-drift command-line helpers."""
 
 import json
+from pathlib import Path
 
 import jax.numpy as jnp
 import matplotlib
@@ -46,6 +47,8 @@ def test_compare_drifts_side_by_side():
         compare_drifts([])
     with pytest.raises(TypeError, match=r"takes a list of drifts, got one: 'ppo'.*compare_drifts\(\['ppo'"):
         compare_drifts("ppo")  # was read as the drifts 'p', 'p', 'o'
+    with pytest.raises(TypeError, match="takes a list of drifts, got one"):
+        compare_drifts(Path("lpo.drift"))  # a drift file, not a list of them
 
 
 @pytest.mark.parametrize("vmax", [-1, 0, float("nan"), float("inf"), "big", True])
