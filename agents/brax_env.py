@@ -1,7 +1,7 @@
 """Brax environments as :class:`~agents.envs.JaxEnv`: they train inside the jitted scan.
 
 ``"brax:ant"``, ``"brax:hopper"``, ... resolve through ``brax.envs.get_environment`` with the
-physics backend that was fastest on a CPU here (``positional``; see docs/results.md, Environments),
+physics backend that was fastest on a CPU here (``spring``, ``DEFAULT_BACKEND``; see docs/results.md, Environments),
 an episode length of 1000 and an action repeat of 1, as in Brax's PPO defaults. The adapter adds the
 time limit itself (``truncated`` when the limit, not the task, ends an episode, so the core
 bootstraps the value there) and auto-resets to the slot's first state, as Brax's own training
