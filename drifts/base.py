@@ -138,6 +138,7 @@ class Drift:
     @staticmethod
     def load(path: str | os.PathLike) -> Drift:
         """Read a drift file; :class:`~mirrorlearn._archive.ArchiveError` names the file and the problem."""
+        path = os.path.expanduser(path)  # as read_archive does, so that the folder check below sees the same path
         if os.path.isdir(path):  # the archive reader would call a folder a corrupted file
             inside = os.path.join(path, "drift.drift")
             hint = f"; the drift a meta-train run learned is {inside!r}" if os.path.isfile(inside) else ""

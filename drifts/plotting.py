@@ -50,20 +50,28 @@ def objective_derivative(f: Any, log_r: np.ndarray, A: np.ndarray, t: float = 0.
         return np.asarray(out).reshape(L.shape)
 
 
-def check_plot_grid(log_r_range, A_range, resolution, slices=()) -> None:
-    """A clear ValueError for a plot grid numpy would refuse deep inside (or draw as an empty picture)."""
+def check_plot_grid(log_r_range, A_range, resolution, slices=None) -> None:
+    """A clear ValueError for a plot grid numpy would refuse deep inside (or draw as an empty picture).
+
+    ``slices``: the advantages of a slices panel (None: the plot has none); empty would leave it blank.
+    """
     for name, value in (("log_r_range", log_r_range), ("A_range", A_range)):
         lo, hi = number_pair(name, value)
         if not lo < hi:
             raise ValueError(f"{name} must be finite with low < high, got {value!r}")
     if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 2:
         raise ValueError(f"resolution must be an integer >= 2 (grid points per axis), got {resolution!r}")
+    if slices is None:
+        return
     try:
         ok = all(math.isfinite(float(a)) for a in slices)
     except (TypeError, ValueError):
         ok = False
     if not ok:
         raise ValueError(f"slices must be a sequence of finite advantages, got {slices!r}")
+    if len(slices) == 0:
+        raise ValueError("slices is empty, which would leave the slices panel blank: give at least one advantage "
+                         "value, e.g. slices=(-2, 0, 2)")
 
 
 def _draw(fig: Figure, axes, drift: Drift, log_r_range, A_range, slices, resolution, t, vmax) -> Any:
@@ -106,16 +114,12 @@ def _slice_color(a: float, amax: float):
     return colormaps["RdBu_r"](0.5 + 0.45 * a / (amax or 1.0))
 
 
-def _check_plot_options(slices: Sequence[float], vmax: float | None) -> None:
-    """Refuse options that would silently draw a misleading picture."""
-    if vmax is not None:
-        if isinstance(vmax, bool) or not isinstance(vmax, (int, float, np.integer, np.floating)) \
-                or not np.isfinite(vmax) or vmax <= 0:
-            raise ValueError(f"vmax must be a positive finite number (the colour scale's end), got {vmax!r}; "
-                             "leave it None to scale to the largest value")
-    if isinstance(slices, Sequence) and not isinstance(slices, str) and len(slices) == 0:  # the rest: check_plot_grid
-        raise ValueError("slices is empty, which would leave the slices panel blank: give at least one advantage "
-                         "value, e.g. slices=(-2, 0, 2)")
+def _check_vmax(vmax: float | None) -> None:
+    """Matplotlib would silently replace a colour-scale end it cannot use with +-1: refuse it instead."""
+    if vmax is not None and (isinstance(vmax, bool) or not isinstance(vmax, (int, float, np.integer, np.floating))
+                             or not np.isfinite(vmax) or vmax <= 0):
+        raise ValueError(f"vmax must be a positive finite number (the colour scale's end), got {vmax!r}; "
+                         "leave it None to scale to the largest value")
 
 
 def plot_drift(f: Any, *, log_r_range: tuple[float, float] = (-1.0, 1.0), A_range: tuple[float, float] = (-4.0, 4.0),
@@ -129,7 +133,7 @@ def plot_drift(f: Any, *, log_r_range: tuple[float, float] = (-1.0, 1.0), A_rang
     Returns a ``matplotlib.figure.Figure`` not registered with pyplot.
     """
     drift = _as_drift(f)
-    _check_plot_options(slices, vmax)
+    _check_vmax(vmax)
     fig = Figure(figsize=figsize, layout="constrained")
     axes = fig.subplots(1, 2)
     _draw(fig, axes, drift, log_r_range, A_range, slices, resolution, t, vmax)
@@ -146,7 +150,6 @@ def compare_drifts(drifts: Sequence[Any], *, log_r_range: tuple[float, float] = 
     if isinstance(drifts, (str, os.PathLike, Drift)) or callable(drifts):  # one drift, not a sequence of them
         raise TypeError(f"compare_drifts takes a list of drifts, got one: {drifts!r}; write compare_drifts([{drifts!r}, ...]) "
                         "or plot_drift(...) for a single drift")
-    _check_plot_options(slices, None)
     resolved = [_as_drift(d) for d in drifts]
     if not resolved:
         raise ValueError("compare_drifts needs at least one drift")

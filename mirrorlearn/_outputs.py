@@ -26,7 +26,7 @@ def output_folder(path: str | None, default: Callable[[], Path], writes: tuple[s
     after, with the results lost. ``writes`` are the command's output files (glob patterns): unless
     ``overwrite``, a folder already holding one of them (an earlier run's results) is refused.
     """
-    out = Path(path).expanduser() if path else default()
+    out = Path(path) if path else default()  # ~ already expanded: every --out has type=user_path
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is an existing file, not a folder; name a folder for the outputs")
     existed = out.is_dir()
