@@ -31,9 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma-decay", type=float, default=0.999, help="sigma's factor per generation, in (0, 1] (0.999)")
     p.add_argument("--sigma-limit", type=float, default=0.01, help="the floor sigma never decays below (0.01)")
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate on the ES mean")
-    p.add_argument("--fitness", choices=("eval", "train"), default="eval",
-                   help="score members by deterministic evaluation episodes (eval) or by training returns over "
-                   "the last 10%% of updates (train)")
+    p.add_argument("--fitness", choices=("eval", "train", "curve", "eval+curve"), default="eval",
+                   help="score members by deterministic evaluation episodes (eval), by training returns over "
+                   "the last 10%% of updates (train) or the last half (curve), or by the mean of eval and curve")
+    p.add_argument("--vary", action="append", default=[], metavar="FIELD=LOW:HIGH|A,B,C",
+                   help="randomise an inner setting over a range or choices (repeat for several), e.g. "
+                   "--vary budget=1:8 (1x-8x --timesteps) --vary learning_rate=1e-4:1e-3 --vary update_epochs=2,4,8; "
+                   "a pool of --tasks settings is drawn once and each generation trains on one of them")
+    p.add_argument("--tasks", type=int, default=8, help="size of the pool of inner settings drawn for --vary (8)")
+    p.add_argument("--combine", choices=("mean", "min"), default="mean",
+                   help="fitness over several --env: the mean of the normalised scores, or the worst one (mean)")
     p.add_argument("--eval-episodes", type=int, default=16, help="episodes per member evaluation (16)")
     p.add_argument("--eval-every", type=int, default=10, help="evaluate the ES mean every K generations (0: never)")
     p.add_argument("--chunk-size", type=int, default=None, help="members per compiled call (memory bound)")
@@ -68,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     from mirrorlearn.cli import set_overrides
 
     overrides = set_overrides(parser, args.set)
+    from metalearn.tasks import parse_vary
+
+    try:
+        ranges = dict(parse_vary(item) for item in args.vary)
+    except ValueError as err:
+        parser.error(f"--vary: {err}")
     from metalearn.checkpoint import checkpoint_path
     from metalearn.trainer import OUTPUT_FILES
     from mirrorlearn._outputs import output_folder
@@ -96,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             sigma_init=args.sigma_init, sigma_decay=args.sigma_decay, sigma_limit=args.sigma_limit,
             learning_rate=args.lr, n_inner_seeds=args.inner_seeds, fitness=args.fitness,
             n_eval_episodes=args.eval_episodes, eval_every=args.eval_every, checkpoint_dir=args.out, seed=args.seed,
-            progress=not args.quiet, chunk_size=args.chunk_size)
+            progress=not args.quiet, chunk_size=args.chunk_size, inner_ranges=ranges or None, n_tasks=args.tasks,
+            combine=args.combine)
         learned = trainer.fit(overwrite=args.overwrite)
     except (ValueError, OSError, MissingDependencyError) as err:
         drop_if_empty()

@@ -29,7 +29,7 @@ from agents.core import make_evaluate, make_train_parts
 from agents.envs import JaxEnv
 from drifts.base import Drift
 
-FITNESS_MODES = ("eval", "train")
+FITNESS_MODES = ("eval", "train", "curve", "eval+curve")
 
 
 class PopulationFn(NamedTuple):
@@ -50,19 +50,27 @@ def compiled_population_fn(config: PPOConfig, env: JaxEnv, drift_fn: Callable, t
     over XLA:CPU's intra-op pool while the device executions hold that pool's threads, which wedges
     the process on small machines (seen here: 2 cores, and always with 2 forced host devices).
     ``fitness="eval"`` scores a final policy by ``n_eval_episodes`` deterministic episodes;
-    ``"train"`` by the mean training return of the last 10% of updates.
+    ``"train"`` by the mean training return of the last 10% of updates; ``"curve"`` by the mean
+    training return over the last half of the updates (a drift that learns early and stays there
+    beats one that reaches the same end late or unsteadily); ``"eval+curve"`` by the mean of
+    ``"eval"`` and ``"curve"``.
     """
     if fitness not in FITNESS_MODES:
         raise ValueError(f"fitness must be one of {FITNESS_MODES}, got {fitness!r}")
     init, update = make_train_parts(config, env, Drift("meta", drift_fn, None, temporal=temporal))
     evaluate = make_evaluate(config, env, int(n_eval_episodes))
     n_last = max(1, config.num_updates // 10)
+    n_half = max(1, config.num_updates // 2)
 
     def one_run(drift_params, state, k_eval):
         state, metrics = jax.lax.scan(lambda s, _: update(s, drift_params), state, None, config.num_updates)
-        if fitness == "eval":
-            return jnp.mean(evaluate(state.params, state.obs_stats, k_eval))
-        return jnp.nanmean(metrics["episode_return"][-n_last:])
+        if fitness == "train":
+            return jnp.nanmean(metrics["episode_return"][-n_last:])
+        curve = jnp.nanmean(metrics["episode_return"][-n_half:])
+        if fitness == "curve":
+            return curve
+        final = jnp.mean(evaluate(state.params, state.obs_stats, k_eval))
+        return final if fitness == "eval" else 0.5 * (final + curve)
 
     def member(drift_params, states, eval_keys):
         return jax.vmap(one_run, in_axes=(None, 0, 0))(drift_params, states, eval_keys)

@@ -27,9 +27,11 @@ from drifts.base import Drift
 from metalearn import checkpoint as ckpt
 from metalearn import es as es_lib
 from metalearn import inner as inner_lib
+from metalearn import tasks as tasks_lib
 from mirrorlearn._archive import save_figure_atomic
 
 GENOMES = ("lpo", "ta-lpo", "lpo_zero", "dpo")
+COMBINE_MODES = ("mean", "min")
 GENOME_ALIASES = {"lpo-zero": "lpo_zero"}
 
 
@@ -155,8 +157,11 @@ class MetaTrainer:
     ``history_`` (one dict per generation), ``drift_``, ``baselines_``, ``generation_``.
 
     ``fitness="eval"`` scores a trained policy by ``n_eval_episodes`` deterministic episodes,
-    ``"train"`` by its training returns over the last 10% of updates. Scores are normalised per
-    environment, 0 = a random policy and 1 = the starting drift, then averaged over environments; where
+    ``"train"`` by its training returns over the last 10% of updates, ``"curve"`` by its training
+    returns over the last half of the updates, ``"eval+curve"`` by the mean of the two. Scores are
+    normalised per environment, 0 = a random policy and 1 = the starting drift (PPO for the LPO and
+    DPO genomes) under the same inner settings, then combined over environments (``combine="mean"``,
+    or ``"min"``: the worst environment's score); where
     the starting drift is not clearly above random (too small an inner budget) the scale is floored at
     10% of the returns' magnitude and a warning names the environment (:func:`metalearn.inner.normalise`).
     ``chunk_size`` bounds how many members train at once (memory); it must divide ``population_size``
@@ -165,6 +170,12 @@ class MetaTrainer:
     ``envs`` is a list of environment ids or objects (one alone is taken as ``[env]``); ``inner`` an
     estimator whose hyperparameters the inner runs use (default ``PPO(total_timesteps=100_000)``); the
     drift they train with is always the evolved genome ``drift``.
+
+    ``inner_ranges`` randomises the inner settings (:mod:`metalearn.tasks`): e.g.
+    ``{"budget": (1, 8), "learning_rate": (1e-4, 1e-3), "update_epochs": [2, 4, 8]}`` draws a pool of
+    ``n_tasks`` inner configurations once (stratified over every range); each generation picks one of
+    them per environment, the same for every member, and the normalisation uses the starting drift's
+    return measured on that very configuration (``baselines_[env]["tasks"]``).
     """
 
     def __init__(self, envs: Sequence[Any] = ("CartPole-v1",), inner: Any = None, drift: str | Drift = "lpo", *,
@@ -172,7 +183,8 @@ class MetaTrainer:
                  sigma_decay: float = 0.999, sigma_limit: float = 0.01, learning_rate: float = 0.01,
                  n_inner_seeds: int = 1, fitness: str = "eval", n_eval_episodes: int = 16, eval_every: int = 10,
                  checkpoint_dir: str | os.PathLike | None = None, seed: int = 0, progress: bool = True,
-                 chunk_size: int | None = None, devices: Sequence[Any] | None = None):
+                 chunk_size: int | None = None, devices: Sequence[Any] | None = None,
+                 inner_ranges: dict | None = None, n_tasks: int = 8, combine: str = "mean"):
         self.envs = envs
         self.inner = inner
         self.drift = drift
@@ -191,6 +203,9 @@ class MetaTrainer:
         self.progress = progress
         self.chunk_size = chunk_size
         self.devices = devices
+        self.inner_ranges = inner_ranges
+        self.n_tasks = n_tasks
+        self.combine = combine
 
     # -- configuration --------------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -229,6 +244,11 @@ class MetaTrainer:
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         if not env_list(self.envs):
             raise ValueError("envs is empty: give at least one environment id, e.g. envs=['CartPole-v1']")
+        if self.combine not in COMBINE_MODES:
+            raise ValueError(f"combine must be one of {COMBINE_MODES}, got {self.combine!r}")
+        ranges = tasks_lib.check_ranges(self.inner_ranges)
+        if ranges and (not _is_int(self.n_tasks) or not 1 <= self.n_tasks <= tasks_lib.MAX_TASKS):
+            raise ValueError(f"n_tasks must be an integer in [1, {tasks_lib.MAX_TASKS}], got {self.n_tasks!r}")
         check_inner(self.inner)
         check_checkpoint_dir(self.checkpoint_dir)
         if self.devices is not None:
@@ -251,6 +271,8 @@ class MetaTrainer:
         configs = [inner.make_config(env) for env in envs]
         for config in dict.fromkeys(configs):  # a budget that drops 5% or more to whole batches is named, as by fit
             warn_partial_batch(inner, config, stacklevel=4)
+        ranges = tasks_lib.check_ranges(self.inner_ranges)
+        tasks = [tasks_lib.sample_tasks(c, ranges, int(self.n_tasks), int(self.seed)) for c in configs]
         genome = resolve_genome(self.drift, int(self.seed))
         strategy = es_lib.make_strategy(self.population_size, genome.params, self.sigma_init, self.sigma_decay,
                                         self.sigma_limit, self.learning_rate)
@@ -268,9 +290,15 @@ class MetaTrainer:
             "n_eval_episodes": int(self.n_eval_episodes), "eval_every": int(self.eval_every or 0),
             "seed": int(self.seed), "evosax": _evosax_version(),
         }
-        fns = [inner_lib.compiled_population_fn(c, env, genome.fn, genome.temporal, self.fitness,
-                                                int(self.n_eval_episodes)) for c, env in zip(configs, envs, strict=True)]
-        return {"envs": envs, "configs": configs, "genome": genome, "strategy": strategy,
+        if ranges:  # only then: runs without ranges keep the fingerprint (and so the resumability) they had
+            fingerprint["inner_ranges"] = {k: list(v) if isinstance(v, tuple) else {"choices": v} for k, v in ranges.items()}
+            fingerprint["inner_tasks"] = [[tasks_lib.describe(t, ranges) for t in env_tasks] for env_tasks in tasks]
+        if self.combine != "mean":
+            fingerprint["combine"] = self.combine
+        fns = [[inner_lib.compiled_population_fn(t, env, genome.fn, genome.temporal, self.fitness,
+                                                 int(self.n_eval_episodes)) for t in env_tasks]
+               for env_tasks, env in zip(tasks, envs, strict=True)]
+        return {"envs": envs, "configs": configs, "tasks": tasks, "ranges": ranges, "genome": genome, "strategy": strategy,
                 "es_params": strategy.default_params, "chunk": chunk, "mesh": inner_lib.make_mesh(self.devices, chunk),
                 "fingerprint": fingerprint, "fns": fns}
 
@@ -295,7 +323,9 @@ class MetaTrainer:
         template = strategy.init(jax.random.PRNGKey(0), genome.params, es_params)
         if stored is not None:
             ckpt.check_fingerprint(stored["meta"]["fingerprint"], s["fingerprint"], stored["path"])
-            missing = [env.id for env in s["envs"] if env.id not in stored["meta"]["baselines"]]
+            missing = [env.id for env, env_tasks in zip(s["envs"], s["tasks"], strict=True)
+                       if env.id not in stored["meta"]["baselines"]
+                       or (len(env_tasks) > 1 and len(stored["meta"]["baselines"][env.id].get("tasks", [])) != len(env_tasks))]
             if missing:
                 raise ValueError(f"{stored['path']} is corrupted (no normalisation baseline for {missing}); it was "
                                  "not used. Move it away to start afresh, or pass another checkpoint_dir / --out")
@@ -357,8 +387,9 @@ class MetaTrainer:
         population, state = strategy.ask(k_ask, state, es_params)
         seeds = jax.random.split(k_inner, int(self.n_inner_seeds))
         keys = np.broadcast_to(np.asarray(seeds), (self.population_size,) + seeds.shape).copy()
+        task_of_env = self._draw_tasks(s, k_inner)
         t_inner = time.perf_counter()
-        scores, raw = self._score(s, population, keys, baselines)
+        scores, raw = self._score(s, population, keys, baselines, task_of_env)
         t_inner = time.perf_counter() - t_inner
         finite = np.isfinite(scores)
         nan_members = [int(i) for i in np.flatnonzero(~finite)]
@@ -377,6 +408,8 @@ class MetaTrainer:
             "sigma": sigma,
             "inner_seconds": t_inner,
         }
+        if s["ranges"]:
+            record["tasks"] = {env.id: int(k) for env, k in zip(s["envs"], task_of_env, strict=True)}
         every = int(self.eval_every or 0)
         if every and (gen + 1) % every == 0:  # by index only, so history never depends on `generations`
             mean = strategy.get_mean(state)
@@ -384,16 +417,28 @@ class MetaTrainer:
         record["seconds"] = time.perf_counter() - t0
         return key, state, record
 
-    def _score(self, s: dict, population, keys: np.ndarray, baselines: dict):
-        """Normalised fitness per member (mean over envs and inner seeds) and raw returns per env."""
+    def _draw_tasks(self, s: dict, k_inner) -> list[int]:
+        """Each environment's inner task this generation (0 without ``inner_ranges``), from the generation's key."""
+        n = [len(t) for t in s["tasks"]]
+        if max(n) == 1:
+            return [0] * len(n)
+        k_task = jax.random.fold_in(k_inner, 0x7A5C)
+        return [int(jax.random.randint(jax.random.fold_in(k_task, i), (), 0, n_i)) for i, n_i in enumerate(n)]
+
+    def _combine(self, per_env: list[np.ndarray]) -> np.ndarray:
+        """Members' scores over environments: their mean, or the worst environment's (``combine="min"``)."""
+        with np.errstate(invalid="ignore"):
+            return np.min(per_env, axis=0) if self.combine == "min" else np.mean(per_env, axis=0)
+
+    def _score(self, s: dict, population, keys: np.ndarray, baselines: dict, task_of_env: Sequence[int]):
+        """Normalised fitness per member (combined over envs, mean over inner seeds) and raw returns per env."""
         per_env, raw = [], []
-        for env, fn in zip(s["envs"], s["fns"], strict=True):
-            returns = inner_lib.run_population(fn, population, keys, s["chunk"], s["mesh"])  # (P, seeds)
-            b = baselines[env.id]
+        for env, fns, k in zip(s["envs"], s["fns"], task_of_env, strict=True):
+            returns = inner_lib.run_population(fns[k], population, keys, s["chunk"], s["mesh"])  # (P, seeds)
+            b = _task_baseline(baselines[env.id], k)
             per_env.append(inner_lib.normalise(returns, b["random"], b["reference"]).mean(axis=1))
             raw.append(returns.mean(axis=1))
-        with np.errstate(invalid="ignore"):
-            return np.mean(per_env, axis=0), raw
+        return self._combine(per_env), raw
 
     def _reference_keys(self) -> np.ndarray:
         """Fixed, distinct keys (one per member slot x inner seed) for precise single-drift estimates."""
@@ -401,20 +446,40 @@ class MetaTrainer:
         keys = jax.random.split(k, self.population_size * int(self.n_inner_seeds))
         return np.asarray(keys).reshape(self.population_size, int(self.n_inner_seeds), -1)
 
-    def _replicate(self, params) -> Any:
-        return jax.tree_util.tree_map(lambda x: np.broadcast_to(np.asarray(x), (self.population_size,) + np.shape(x)),
-                                      params)
+    def _replicate(self, params, n: int | None = None) -> Any:
+        n = self.population_size if n is None else n
+        return jax.tree_util.tree_map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), params)
 
     def _evaluate_params(self, s: dict, params, baselines: dict) -> tuple[float, dict]:
-        """Normalised score and raw return of one drift, over population x inner-seed fixed seeds."""
+        """Normalised score and raw return of one drift, over population x inner-seed fixed seeds.
+
+        With a task pool, the fixed seeds are shared out over the tasks (population / tasks member
+        slots each), so that one evaluation costs one generation whatever the pool's size.
+        """
         keys = self._reference_keys()
         scores, returns = [], {}
-        for env, fn in zip(s["envs"], s["fns"], strict=True):
-            r = inner_lib.run_population(fn, self._replicate(params), keys, s["chunk"], s["mesh"])
-            b = baselines[env.id]
-            scores.append(float(np.nanmean(inner_lib.normalise(r, b["random"], b["reference"]))))
-            returns[env.id] = float(np.nanmean(r))
-        return float(np.mean(scores)), returns
+        for env, fns in zip(s["envs"], s["fns"], strict=True):
+            env_scores, env_returns = [], []
+            for k, (fn, slots) in enumerate(zip(fns, self._task_slots(s, len(fns)), strict=True)):
+                r = inner_lib.run_population(fn, self._replicate(params, len(slots)), keys[slots],
+                                             math.gcd(len(slots), s["chunk"]), s["mesh"])
+                b = _task_baseline(baselines[env.id], k)
+                env_scores.append(inner_lib.normalise(r, b["random"], b["reference"]))
+                env_returns.append(r)
+            scores.append(float(np.nanmean(np.concatenate(env_scores, axis=None))))
+            returns[env.id] = float(np.nanmean(np.concatenate(env_returns, axis=None)))
+        combined = min(scores) if self.combine == "min" else float(np.mean(scores))
+        return float(combined), returns
+
+    def _task_slots(self, s: dict, n_tasks: int) -> list[np.ndarray]:
+        """Which of the fixed member slots evaluate each task: all of them for one task, else an equal share
+        (a multiple of the mesh's size, at least one per device), taken in turn."""
+        p = int(self.population_size)
+        if n_tasks == 1:
+            return [np.arange(p)]
+        width = int(s["mesh"].devices.size)
+        m = max(width, (p // n_tasks) // width * width)
+        return [np.arange(k * m, (k + 1) * m) % p for k in range(n_tasks)]
 
     def _measure_baselines(self, s: dict) -> dict:
         """Per env: a random policy's return, the starting drift's return (on the reference seeds) and the
@@ -427,15 +492,29 @@ class MetaTrainer:
         t0 = time.perf_counter()
         keys = self._reference_keys()
         out = {}
-        for env, config, fn in zip(s["envs"], s["configs"], s["fns"], strict=True):
+        for env, env_tasks, fns in zip(s["envs"], s["tasks"], s["fns"], strict=True):
             rand = inner_lib.random_policy_return(env, 64, jax.random.fold_in(jax.random.PRNGKey(int(self.seed)), 7))
-            ref = inner_lib.run_population(fn, self._replicate(s["genome"].params), keys, s["chunk"], s["mesh"])
-            if not np.isfinite(ref).any():
-                raise ValueError(_no_reference_message(self.fitness, env, config, s["genome"].name))
-            reference = float(np.nanmean(ref))  # some NaN seeds are fine, as NaN members count as worst
-            out[env.id] = {"random": rand, "reference": reference,
-                           "reference_sem": float(np.nanstd(ref) / math.sqrt(max(1, np.isfinite(ref).sum()))),
-                           "scale": inner_lib.normalisation_scale(rand, reference)}
+            per_task = []
+            for config, fn in zip(env_tasks, fns, strict=True):
+                ref = inner_lib.run_population(fn, self._replicate(s["genome"].params), keys, s["chunk"], s["mesh"])
+                if not np.isfinite(ref).any():
+                    raise ValueError(_no_reference_message(self.fitness, env, config, s["genome"].name))
+                reference = float(np.nanmean(ref))  # some NaN seeds are fine, as NaN members count as worst
+                per_task.append({"random": rand, "reference": reference,
+                                 "reference_sem": float(np.nanstd(ref) / math.sqrt(max(1, np.isfinite(ref).sum()))),
+                                 "scale": inner_lib.normalisation_scale(rand, reference)})
+                if len(env_tasks) > 1:
+                    per_task[-1]["setting"] = tasks_lib.describe(config, s["ranges"])
+                    self._log(f"baseline {env.id} task {len(per_task) - 1} ({per_task[-1]['setting']}): starting "
+                              f"drift {reference:.1f} ({time.perf_counter() - t0:.1f} s incl. compile)")
+            if len(per_task) == 1:
+                out[env.id] = per_task[0]
+            else:  # the env's summary over the pool; fitness uses each task's own numbers
+                reference = float(np.mean([b["reference"] for b in per_task]))
+                out[env.id] = {"random": rand, "reference": reference,
+                               "reference_sem": float(math.sqrt(sum(b["reference_sem"] ** 2 for b in per_task)))
+                               / len(per_task), "scale": inner_lib.normalisation_scale(rand, reference),
+                               "tasks": per_task}
             self._log(f"baseline {env.id}: random policy {rand:.1f}, starting drift ({s['genome'].name}) "
                       f"{out[env.id]['reference']:.1f} +- {out[env.id]['reference_sem']:.1f} "
                       f"({time.perf_counter() - t0:.1f} s incl. compile)")
@@ -474,6 +553,11 @@ class MetaTrainer:
             print(f"[meta-train] {message}", file=sys.stderr, flush=True)
 
 
+def _task_baseline(baseline: dict, task: int) -> dict:
+    """The baseline that normalises one task's returns: the task's own when the env has a task pool."""
+    return baseline["tasks"][task] if "tasks" in baseline else baseline
+
+
 def _no_reference_message(fitness: str, env, config, drift_name: str) -> str:
     """Why the starting drift scored NaN on ``env``, and what to change."""
     if fitness != "train":
@@ -491,8 +575,17 @@ def _no_reference_message(fitness: str, env, config, drift_name: str) -> str:
 
 
 def _warn_floored_baselines(baselines: dict) -> None:
-    """Warn for each env whose starting drift is not clearly above random (its scale is the floor)."""
+    """Warn for each env (or task of an env's pool) whose starting drift is not clearly above random (its scale
+    is the floor)."""
     for env_id, b in baselines.items():
+        for i, task in enumerate(b.get("tasks", [])):
+            if inner_lib.is_floored(task["random"], task["reference"]):
+                warnings.warn(f"{env_id}, task {i} ({task.get('setting', '')}): the starting drift's return "
+                              f"({task['reference']:.1f}) is not clearly above the random policy's ({task['random']:.1f}), "
+                              "so that task is normalised by the floor scale and carries little signal; narrow "
+                              "inner_ranges (--vary) towards larger budgets", UserWarning, stacklevel=3)
+        if "tasks" in b:
+            continue
         if inner_lib.is_floored(b["random"], b["reference"]):
             warnings.warn(
                 f"{env_id}: the starting drift's return ({b['reference']:.1f}) is not clearly above the random "
