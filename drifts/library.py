@@ -219,6 +219,7 @@ _NAMED: dict[str, Callable[[], Drift]] = {
     "ppo": ppo,
     "dpo": dpo,
     "lpo": lambda: default_lpo(),
+    "lpo-cartpole": lambda: cartpole_lpo(),
     "lpo-init": lpo,
     "lpo_zero": lpo_zero,
     "lpo-zero": lpo_zero,
@@ -232,6 +233,12 @@ def default_lpo() -> Drift:
     if shipped.exists():
         return Drift.load(shipped)
     return lpo()
+
+
+def cartpole_lpo() -> Drift:
+    """The first LPO meta-trained here: CartPole-v1 alone, 16,384-step inner runs (docs/results.md).
+    Kept for comparison: it doubles PPO's return at that budget and does not transfer."""
+    return Drift.load(Path(__file__).parent / "data" / "lpo_cartpole.drift")
 
 
 def _is_number(text: str) -> bool:

@@ -102,3 +102,31 @@ def test_minatar_merge_command_writes_a_new_study_and_never_replaces_one(tmp_pat
         bench.main(["--merge", str(a), str(b), "--out", str(out)])
     with pytest.raises(SystemExit, match="seed batch 0 twice"):
         bench.main(["--merge", str(a), str(a), "--out", str(tmp_path / "aa.json")])
+
+
+def _gen_results() -> dict:
+    def run(finals):
+        return {"final_returns": finals}
+
+    return {"random": {"CartPole-v1": 20.0, "Catch-bsuite": -1.0},
+            "runs": {"CartPole-v1@16384/ppo": run([120.0, 100.0, 80.0]), "CartPole-v1@16384/x": run([220.0, 200.0, 180.0]),
+                     "Catch-bsuite@16384/ppo": run([0.0, 0.0, 0.0]), "Catch-bsuite@16384/x": run([-1.0, -1.0, -1.0])}}
+
+
+def test_generalisation_scores_are_normalised_between_random_and_ppo():
+    bench = _load("bench_generalisation", "generalisation.py")
+    assert bench.parse_cell("Breakout-MinAtar@500000@network=mlp,num_envs=8") == (
+        "Breakout-MinAtar", 500000, {"network": "mlp", "num_envs": 8})
+    with pytest.raises(SystemExit, match="ENV@TIMESTEPS"):
+        bench.parse_cell("CartPole-v1")
+    results = _gen_results()
+    # CartPole: PPO 100 +- 11.5, random 20 (scale 80); x = 200 -> (200 - 20) / 80 = 2.25
+    score, se = bench.normalised(results, "CartPole-v1@16384", "x")
+    assert score == pytest.approx(2.25) and se == pytest.approx(20 / 3**0.5 / 80)
+    assert bench.normalised(results, "CartPole-v1@16384", "ppo")[0] == pytest.approx(1.0)
+    diff, diff_se = bench.versus_ppo(results, "CartPole-v1@16384", "x")
+    assert diff == pytest.approx(1.25) and diff_se == pytest.approx(2**0.5 * 20 / 3**0.5 / 80)
+    s = bench.summary(results, ["CartPole-v1@16384", "Catch-bsuite@16384"], "x")
+    assert s["score"] == pytest.approx((2.25 + 0.0) / 2)  # Catch: x at random scores 0
+    assert s["worse_than_ppo"] == ["Catch-bsuite@16384"]  # exactly PPO's spread below it, no noise
+    assert bench.summary(results, ["Acrobot-v1@16384"], "x") is None  # a missing cell gives no summary
