@@ -1,5 +1,7 @@
 """Numeric drift checks: the hard cases (kinks, offsets, far negativity, pockets, one-sided failures)."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -209,6 +211,19 @@ def test_ratio_advantage_strategy_and_dpo_nonnegative(pair):
     r, A = pair
     assert r > 0 and -5 <= A <= 5
     assert float(dpo()(r, A)) >= 0.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(ratio_advantage_pairs())
+def test_documented_pattern_agrees_with_assert_valid_drift(pair):
+    # valid (assert_valid_drift passes it); it read -1e-9 at r = exp(-1e-8), below float32's resolution
+    r, A = pair
+    assert r == float(np.float32(r)) and (r == 1.0 or abs(math.log(r)) >= 0.9e-6)
+    assert float(0.5 * (r - 1) ** 2 * abs(A) + 0.1 * (r - 1 - jnp.log(r))) >= 0.0
+
+
+def test_documented_pattern_drift_is_valid():
+    assert_valid_drift(lambda r, A: 0.5 * (r - 1) ** 2 * jnp.abs(A) + 0.1 * (r - 1 - jnp.log(r)))
 
 
 def test_unknown_name_keeps_did_you_mean_hint():
