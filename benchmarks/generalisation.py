@@ -19,6 +19,7 @@ import argparse
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,8 @@ def run_cell(spec: str, cell: str, seeds: int, episodes: int, seed: int) -> dict
     wall = time.perf_counter() - start
     finals = agent.evaluate(n_episodes=episodes, seed=seed + 1000)["returns"].mean(axis=1)
     per_seed = np.asarray(agent.history_["episode_return"], np.float64)  # (seeds, updates)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():  # updates where no seed saw an episode end: NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
         curve = np.nanmean(per_seed, axis=0)
         curve_se = np.nanstd(per_seed, axis=0) / np.sqrt(np.maximum(1, np.isfinite(per_seed).sum(axis=0)))
     return {"wall_s": wall, "final_returns": finals.tolist(), "curve_t": agent.history_["timesteps"].tolist(),

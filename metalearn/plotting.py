@@ -8,8 +8,9 @@ import numpy as np
 def plot_history(history: list, title: str = "meta-training"):
     """A matplotlib Figure of normalised fitness (1 = the starting drift, 0 = a random policy)."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    gens = np.array([h["generation"] + 1 for h in history], dtype=float)
+    gens = np.array([h["generation"] for h in history], dtype=float)  # counted from 1
 
     def col(name):
         return np.array([np.nan if h.get(name) is None else h[name] for h in history], dtype=float)
@@ -24,6 +25,7 @@ def plot_history(history: list, title: str = "meta-training"):
             ax.plot(gens[ok], ms[ok], "o-", color="C3", label="ES mean (fixed seeds)")
     ax.axhline(1.0, color="grey", lw=0.8, ls="--", label="starting drift")
     ax.set_xlabel("generation")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no generation 1.25
     ax.set_ylabel("normalised return")
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8)

@@ -331,7 +331,7 @@ class MetaTrainer:
                                  "not used. Move it away to start afresh, or pass another checkpoint_dir / --out")
             state = es_lib.state_from_arrays(template, stored["es_arrays"], str(stored["path"]))
             key = jnp.asarray(stored["key"])
-            history = list(stored["meta"]["history"])
+            history = _one_based(list(stored["meta"]["history"]))
             baselines = stored["meta"]["baselines"]
             start = int(stored["meta"]["generation"])
             if start > int(self.generations):
@@ -399,7 +399,7 @@ class MetaTrainer:
         state, _ = strategy.tell(k_tell, population, es_fitness, state, es_params)
         state = _strong_types(state)
         record = {
-            "generation": gen,
+            "generation": gen + 1,  # counted from 1, as the log and the checkpoint count completed generations
             "fitness_mean": _stat(np.mean, scores[finite]),
             "fitness_max": _stat(np.max, scores[finite]),
             "fitness_min": _stat(np.min, scores[finite]),
@@ -553,6 +553,14 @@ class MetaTrainer:
             print(f"[meta-train] {message}", file=sys.stderr, flush=True)
 
 
+def _one_based(history: list) -> list:
+    """History records as this version writes them: ``generation`` counts from 1 (earlier versions wrote the
+    0-based index, which read "generation 2" after the log's "gen 3/3"); old records are renumbered."""
+    if history and all(h.get("generation") == i for i, h in enumerate(history)):
+        return [{**h, "generation": i + 1} for i, h in enumerate(history)]
+    return history
+
+
 def _task_baseline(baseline: dict, task: int) -> dict:
     """The baseline that normalises one task's returns: the task's own when the env has a task pool."""
     return baseline["tasks"][task] if "tasks" in baseline else baseline
@@ -622,7 +630,7 @@ def _fmt(x: float | None) -> str:
 
 
 def _progress_line(record: dict, total: int) -> str:
-    line = (f"gen {record['generation'] + 1}/{total}  fitness mean {_fmt(record['fitness_mean'])} "
+    line = (f"gen {record['generation']}/{total}  fitness mean {_fmt(record['fitness_mean'])} "
             f"max {_fmt(record['fitness_max'])}  sigma {record['sigma']:.4f}  {record['seconds']:.1f} s/gen")
     if record.get("mean_score") is not None:
         line += f"  | ES mean score {record['mean_score']:.3f}"

@@ -27,6 +27,10 @@ def smooth_returns(episode_return: np.ndarray, window: int = 10) -> np.ndarray:
     return out
 
 
+LINE_STYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v")
+
+
 def plot_learning_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "", ylabel: str = "episode return"):
     """One line per label: mean over seeds with a standard-error band. ``curves[label] = (x, y[seed, t])``."""
     from matplotlib.figure import Figure
@@ -47,14 +51,17 @@ def plot_learning_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], ti
         checked[label] = (x, y)
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.add_subplot()
-    for label, (x, y) in checked.items():
+    for i, (label, (x, y)) in enumerate(checked.items()):
         with warnings.catch_warnings():  # points before any episode ended are NaN for every seed: a gap
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(y, axis=0)
         n = np.sum(np.isfinite(y), axis=0).clip(min=1)
         se = np.nanstd(y, axis=0) / np.sqrt(n)
-        ax.plot(x, mean, label=f"{label} (n={y.shape[0]})")
-        ax.fill_between(x, mean - se, mean + se, alpha=0.25)
+        # Curves that meet (two drifts both at CartPole's 500) would hide each other: each label gets its
+        # own dash pattern and marker, drawn thinner the later it comes, so every line shows through.
+        ax.plot(x, mean, color=f"C{i}", ls=LINE_STYLES[i % len(LINE_STYLES)], marker=MARKERS[i % len(MARKERS)],
+                markevery=max(1, len(x) // 12), markersize=4, lw=max(0.8, 2.4 - 0.5 * i), label=f"{label} (n={y.shape[0]})")
+        ax.fill_between(x, mean - se, mean + se, color=f"C{i}", alpha=0.2)
     ax.set_xlabel("environment steps")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -61,6 +61,7 @@ def test_tiny_run_gives_valid_loadable_drift(reference):
     assert check_drift(loaded).valid
     saved = json.loads((folder / "history.json").read_text())
     assert saved["generation"] == 3 and len(saved["history"]) == 3
+    assert [h["generation"] for h in saved["history"]] == [1, 2, 3]  # as the log counts: "gen 3/3" is the last
     assert set(saved["baselines"]["CartPole-v1"]) >= {"random", "reference"}
     assert (folder / "meta_curve.png").stat().st_size > 0
 
@@ -474,3 +475,21 @@ def test_cli_set_reaches_the_inner_ppo(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         cli.main(["--out", str(tmp_path / "r"), "--set", "learning_rat=1e-3"])
     assert "learning_rate" in capsys.readouterr().err
+
+
+def test_history_written_with_zero_based_generations_is_renumbered_on_resume():
+    from metalearn.trainer import _one_based
+
+    old = [{"generation": 0, "x": 1}, {"generation": 1, "x": 2}]
+    assert [h["generation"] for h in _one_based(old)] == [1, 2]
+    assert _one_based(_one_based(old)) == _one_based(old)  # already 1-based: unchanged
+
+
+def test_meta_curve_has_whole_generation_ticks(reference):
+    from metalearn.plotting import plot_history
+
+    mt, _, _ = reference
+    fig = plot_history(mt.history_)
+    fig.canvas.draw()
+    ticks = [t for t in fig.axes[0].get_xticks() if 1 <= t <= 3]
+    assert ticks and all(float(t).is_integer() for t in ticks)

@@ -198,3 +198,18 @@ def test_cli_check_and_plot_drift_keep_an_earlier_run_unless_overwrite(tmp_path,
         assert "must be a number in [0, 1]" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         plot_drift(ppo(), t=float("nan"))
+
+
+def test_learning_curves_that_coincide_stay_distinguishable(tmp_path):
+    # PPO and DPO both at CartPole's 500: the later line used to hide the earlier one entirely
+    from mirrorlearn.reporting import plot_learning_curves
+
+    x = np.arange(40)
+    y = np.full((4, 40), 500.0)
+    fig = plot_learning_curves({"ppo": (x, y), "dpo": (x, y)})
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 2
+    assert lines[0].get_linestyle() != lines[1].get_linestyle()
+    assert lines[0].get_marker() != lines[1].get_marker()
+    assert lines[0].get_linewidth() > lines[1].get_linewidth()  # the earlier, wider line shows around the later
+    fig.savefig(tmp_path / "curves.png")
