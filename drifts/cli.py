@@ -82,8 +82,8 @@ def _error(command: str, err: Exception) -> int:
 def check_drift_main(argv: list[str] | None = None) -> int:
     """``mirrorlearn check-drift EXPR_OR_FILE``: numeric (and, for closed forms, symbolic) drift checks.
 
-    Prints a readable report, writes ``report.json`` to ``--out`` (default: a new temporary folder) and
-    prints the folder. Exit status 0 if valid, 1 if invalid, 2 on an error (e.g. an expression that does
+    Prints a readable report and, with ``--out``, writes ``report.json`` there (without it nothing is
+    written: the printed report is the result). Exit status 0 if valid, 1 if invalid, 2 on an error (e.g. an expression that does
     not parse).
 
     ``valid`` means: the numeric search found no violation on the checked domain and the symbolic check
@@ -99,7 +99,7 @@ def check_drift_main(argv: list[str] | None = None) -> int:
                                        "numeric only.")
     p.add_argument("drift", help="a drift name (ppo, dpo, lpo), a drift file, or an expression in r and A, "
                                  "e.g. 'Max(0, (r - 1)**2 * A**2)'")
-    p.add_argument("--out", type=user_path, help="folder for report.json (default: a new temporary folder)")
+    p.add_argument("--out", type=user_path, help="folder for report.json (default: write nothing, print the report)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report.json in --out")
     p.add_argument("--log-r-range", type=float, nargs=2, default=(-1.5, 1.5), metavar=("LO", "HI"))
     p.add_argument("--A-range", type=float, nargs=2, default=(-5.0, 5.0), metavar=("LO", "HI"))
@@ -109,7 +109,7 @@ def check_drift_main(argv: list[str] | None = None) -> int:
 
     try:
         drift, expr = _resolve(args.drift)
-        out = _out_dir(args.out, "check-drift-", ("report.json",), args.overwrite)[0]  # before the work
+        out = None if args.out is None else _out_dir(args.out, "check-drift-", ("report.json",), args.overwrite)[0]
         report = check_drift(drift, log_r_range=tuple(args.log_r_range), A_range=tuple(args.A_range))
     except (ValueError, TypeError, OSError) as err:
         return _error("check-drift", err)
@@ -129,12 +129,12 @@ def check_drift_main(argv: list[str] | None = None) -> int:
     if valid and not result["proved"]:
         result["note"] = _unproved_note(sym, expr is None)
         print(f"warning: {result['note']}")
-    try:
-        write_json_atomic(out / "report.json", result, indent=2, default=str)
-    except (OSError, ValueError) as err:  # e.g. --out names an existing file
-        return _error("check-drift", err)
-    print(f"wrote {out / 'report.json'}")
-    print(out)
+    if out is not None:
+        try:
+            write_json_atomic(out / "report.json", result, indent=2, default=str)
+        except (OSError, ValueError) as err:  # e.g. --out names an existing file
+            return _error("check-drift", err)
+        print(f"wrote {out / 'report.json'}")
     return 0 if valid else 1
 
 

@@ -93,6 +93,18 @@ def test_cli_check_drift_writes_json(tmp_path, capsys):
     assert not bad["numeric"]["conditions"]["zero_grad_at_identity"]["passed"]
 
 
+def test_cli_check_drift_without_out_writes_nothing(tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    monkeypatch.chdir(tmp_path)
+    assert check_drift_main(["Max(0, (r - 1)**2 * A**2)"]) == 0
+    out = capsys.readouterr().out
+    assert "non_negative" in out or "PASS" in out  # the report is printed
+    assert "wrote" not in out and list(tmp_path.iterdir()) == []  # no check-drift-* folder left anywhere here
+
+
 def test_cli_out_with_a_quoted_tilde_means_the_home_folder(tmp_path, monkeypatch, capsys):
     # "--out '~/plots'" reaches us unexpanded; it must not create a folder literally named "~"
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
