@@ -13,6 +13,8 @@ import math
 import os
 import stat
 import tempfile
+import time
+import tokenize
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,6 +23,14 @@ from typing import Any
 import numpy as np
 
 META_KEY = "__meta__"
+
+# Bounds on what a file may declare before any of it is read: a saved agent or drift is kilobytes to a few
+# megabytes, so these only ever refuse hostile or broken files (a 2 MB zip that inflates to 2 GiB).
+MAX_MEMBERS = 10_000
+MAX_MEMBER_BYTES = 1 << 30     # one array, uncompressed
+MAX_TOTAL_BYTES = 2 << 30      # all arrays, uncompressed
+MAX_META_BYTES = 16 << 20      # the JSON metadata document
+MAX_JSON_DEPTH = 64
 
 
 class ArchiveError(ValueError):
@@ -111,7 +121,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
         blocking = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), path.parent)
         raise NotADirectoryError(f"cannot write {str(path)!r}: {str(blocking)!r} is a file, not a folder; "
                                  "choose another path") from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as handle:
             write(handle)
@@ -123,7 +134,71 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_folder(path.parent)  # the rename itself survives a power cut only once the folder is synced
     return path
+
+
+# A temporary of an older version (no writer's pid in its name) counts as stale after this many seconds.
+STALE_TEMPORARY_S = 3600.0
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temporaries that killed writes of ``path`` left beside it (``.NAME.PID.XXXX.tmp``).
+
+    A temporary is stale when the process that made it (the pid in its name) is gone; a live writer's
+    is kept, so two processes saving at once never delete each other's work. Returns what was removed.
+    """
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f".{glob_escape(path.name)}.*.tmp"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        middle = tmp.name[len(path.name) + 2:-len(".tmp")]
+        pid_text = middle.split(".", 1)[0]
+        try:
+            if "." in middle and pid_text.isdigit():
+                if _process_alive(int(pid_text)):
+                    continue
+            elif time.time() - tmp.stat().st_mtime < STALE_TEMPORARY_S:
+                continue
+            if tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            continue
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's live process (or not ours to judge): keep its file
+    return True
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a folder; the file itself was synced
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any, *, indent: int = 1, sort_keys: bool = False,
@@ -200,6 +275,44 @@ def archive_kind(path: Path) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
+def _check_members(path: Path) -> None:
+    """Refuse, before reading any array, a zip whose members are too many or declare too many bytes."""
+    with zipfile.ZipFile(path) as z:
+        infos = z.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise ArchiveError(f"{path} holds {len(infos)} members, more than any mirrorlearn file ({MAX_MEMBERS}); "
+                           "it was not read")
+    total = 0
+    for info in infos:
+        limit = MAX_META_BYTES if info.filename == META_KEY + ".npy" else MAX_MEMBER_BYTES
+        if info.file_size > limit:
+            raise ArchiveError(f"{path}: member {info.filename!r} declares {info.file_size:,} bytes uncompressed, more "
+                               f"than the {limit:,} a mirrorlearn file holds; it was not read (a corrupted or hostile file)")
+        total += info.file_size
+    if total > MAX_TOTAL_BYTES:
+        raise ArchiveError(f"{path} declares {total:,} bytes uncompressed, more than the {MAX_TOTAL_BYTES:,} a "
+                           "mirrorlearn file holds; it was not read")
+
+
+def load_json_bounded(text: str) -> Any:
+    """``json.loads`` that refuses, as a ValueError, nesting deeper than ``MAX_JSON_DEPTH`` and numbers too long
+    to convert (instead of a RecursionError or a bare int-conversion error)."""
+    import re
+
+    depth = deepest = 0
+    for bracket in re.findall(r"[\[\]{}]", re.sub(r'"(?:[^"\\]|\\.)*"', "", text)):  # outside strings
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    if deepest > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested {deepest} levels deep, more than the {MAX_JSON_DEPTH} allowed")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except ValueError as err:  # includes int conversions past Python's digit limit
+        raise ValueError(f"unreadable JSON ({err})") from None
+
+
 def read_archive(path: str | os.PathLike, kind: str, max_version: int) -> tuple[dict, dict[str, np.ndarray]]:
     """Read and validate an archive written by :func:`write_archive`.
 
@@ -209,6 +322,8 @@ def read_archive(path: str | os.PathLike, kind: str, max_version: int) -> tuple[
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
+    if not path.is_dir() and not path.is_file():  # a FIFO or a device would block or never end
+        raise ArchiveError(f"{path} is not a regular file (a pipe, socket or device); give the path of a saved file")
     if path.is_file():
         magic = _leading_bytes(path)
         if magic != ZIP_MAGIC and len(magic) == len(ZIP_MAGIC):  # a shorter file is reported as truncated below
@@ -217,9 +332,12 @@ def read_archive(path: str | os.PathLike, kind: str, max_version: int) -> tuple[
             raise ArchiveError(f"{path} is not a {what} written by mirrorlearn (it is not an .npz archive); "
                                "check the path")
     try:
+        _check_members(path)
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+    except ArchiveError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, SyntaxError, tokenize.TokenError) as err:  # a bad .npy header
         raise ArchiveError(
             f"{path} is not a readable mirrorlearn file (truncated or corrupted: {err}). "
             "Re-create it, or restore it from a backup."
@@ -227,8 +345,8 @@ def read_archive(path: str | os.PathLike, kind: str, max_version: int) -> tuple[
     if META_KEY not in arrays:
         raise ArchiveError(f"{path} has no mirrorlearn metadata; it was not written by mirrorlearn")
     try:
-        meta = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        meta = load_json_bounded(arrays.pop(META_KEY).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
         raise ArchiveError(f"{path} has corrupted metadata ({err})") from None
     if not isinstance(meta, dict) or meta.get("kind") != kind:
         got = meta.get("kind") if isinstance(meta, dict) else type(meta).__name__

@@ -1,0 +1,160 @@
+"""Untrusted files bounded before any work; killed writes leave nothing behind (issue 29's cases)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drifts import Drift, dpo, get_drift
+from mirrorlearn import _archive
+from mirrorlearn._archive import ArchiveError, atomic_write, read_archive, write_archive
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Deadline:
+    """Fail (instead of hanging the suite) when a load does not return within ``seconds``."""
+
+    def __init__(self, seconds: int):
+        self.seconds = seconds
+
+    def __enter__(self):
+        def expire(*_):
+            raise TimeoutError(f"did not return within {self.seconds} s")
+
+        self.old = signal.signal(signal.SIGALRM, expire)
+        signal.alarm(self.seconds)
+
+    def __exit__(self, *exc):
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, self.old)
+
+
+@pytest.fixture()
+def drift_file(tmp_path):
+    path = tmp_path / "d.drift"
+    dpo().save(path)
+    return path
+
+
+@pytest.mark.parametrize("loader", [Drift.load, get_drift, lambda p: read_archive(p, "mirrorlearn.drift", 1)])
+def test_a_fifo_is_refused_not_waited_on(tmp_path, loader):
+    fifo = tmp_path / "pipe.drift"
+    os.mkfifo(fifo)
+    with _Deadline(5), pytest.raises(ArchiveError, match="not a regular file"):
+        loader(str(fifo))
+
+
+def test_agent_load_refuses_a_fifo(tmp_path):
+    from agents.estimators import MirrorAgent
+
+    fifo = tmp_path / "agent.npz"
+    os.mkfifo(fifo)
+    with _Deadline(5), pytest.raises(ArchiveError, match="not a regular file"):
+        MirrorAgent.load(fifo)
+
+
+def _add_member(path: Path, name: str, data: bytes, compress: bool = True) -> None:
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as z:
+        z.writestr(name, data)
+
+
+def test_a_zip_bomb_member_is_refused_before_it_is_read(drift_file, monkeypatch):
+    _add_member(drift_file, "extra.npy", bytes(64 << 20))  # 64 MiB of zeros, ~64 KiB on disk
+    assert drift_file.stat().st_size < 1 << 20
+    monkeypatch.setattr(_archive, "MAX_MEMBER_BYTES", 16 << 20)
+    start = time.perf_counter()
+    with pytest.raises(ArchiveError, match=r"'extra.npy' declares 67,108,864 bytes"):
+        Drift.load(drift_file)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_too_many_declared_bytes_in_all_are_refused(drift_file, monkeypatch):
+    for i in range(3):
+        _add_member(drift_file, f"x{i}.npy", bytes(1 << 20))
+    monkeypatch.setattr(_archive, "MAX_TOTAL_BYTES", 2 << 20)
+    with pytest.raises(ArchiveError, match="declares .* bytes uncompressed, more than the 2,097,152"):
+        Drift.load(drift_file)
+
+
+def _with_meta(path: Path, text: str) -> None:
+    arrays = dict(np.load(path, allow_pickle=False))
+    arrays["__meta__"] = np.frombuffer(text.encode(), np.uint8)
+    np.savez(path, **arrays)
+    if not str(path).endswith(".npz"):
+        os.replace(str(path) + ".npz", path)
+
+
+@pytest.mark.parametrize("meta, match", [
+    ('{"kind": "mirrorlearn.drift", "x": ' + "[" * 5000 + "]" * 5000 + "}", "nested 5001 levels deep"),
+    ('{"kind": "mirrorlearn.drift", "format_version": ' + "9" * 5000 + "}", "digits"),
+])
+def test_hostile_metadata_is_an_archive_error_naming_the_file(drift_file, meta, match):
+    _with_meta(drift_file, meta)
+    with pytest.raises(ArchiveError, match=match) as err:
+        Drift.load(drift_file)
+    assert str(drift_file) in str(err.value)
+
+
+def test_a_corrupted_npy_header_is_an_archive_error(drift_file):
+    with zipfile.ZipFile(drift_file) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    name = next(n for n in members if n != "__meta__.npy")
+    data = bytearray(members[name])
+    start = data.index(b"{")
+    data[start:start + 8] = b"{(((((((" # the header's dict literal opens tuples it never closes
+    members[name] = bytes(data)
+    with zipfile.ZipFile(drift_file, "w") as z:
+        for n, d in members.items():
+            z.writestr(n, d)
+    with pytest.raises(ArchiveError, match="truncated or corrupted"):
+        Drift.load(drift_file)
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    target = tmp_path / "agent.npz"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # a process that has exited
+    stale = tmp_path / f".agent.npz.{dead_pid}.abc123.tmp"
+    live = tmp_path / f".agent.npz.{os.getpid()}.def456.tmp"
+    old_style_fresh = tmp_path / ".agent.npz.zzzz.tmp"
+    old_style_old = tmp_path / ".agent.npz.yyyy.tmp"
+    other = tmp_path / ".other.npz.1.abc.tmp"
+    for p in (stale, live, old_style_fresh, old_style_old, other):
+        p.write_bytes(b"partial")
+    hour_ago = time.time() - 2 * _archive.STALE_TEMPORARY_S
+    os.utime(old_style_old, (hour_ago, hour_ago))
+    write_archive(target, {"kind": "mirrorlearn.drift", "format_version": 1}, {"a": np.zeros(2)})
+    left = {p.name for p in tmp_path.iterdir()}
+    assert stale.name not in left and old_style_old.name not in left
+    assert {live.name, old_style_fresh.name, other.name, "agent.npz"} <= left
+
+
+def test_a_write_killed_by_sigkill_leaves_no_temporary_after_the_next_write(tmp_path):
+    target = tmp_path / "agent.npz"
+    code = (f"import os, signal, sys; sys.path.insert(0, {str(ROOT)!r})\n"
+            "from mirrorlearn._archive import atomic_write\n"
+            "def write(h):\n    h.write(b'half'); h.flush(); os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"atomic_write({str(target)!r}, write)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"]  # the killed write left its temporary
+    atomic_write(target, lambda h: h.write(b"whole"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.npz"]
+    assert target.read_bytes() == b"whole"
+
+
+def test_saved_files_still_round_trip(tmp_path):
+    path = tmp_path / "m.npz"
+    meta = {"kind": "mirrorlearn.drift", "format_version": 1, "nested": {"a": [1, 2, {"b": "[[{"}]}}
+    write_archive(path, meta, {"w/x": np.arange(3.0)})
+    got_meta, arrays = read_archive(path, "mirrorlearn.drift", 1)
+    assert got_meta == meta and np.array_equal(arrays["w/x"], np.arange(3.0))
+    json.dumps(got_meta)
