@@ -44,6 +44,10 @@ MAX_NODES = 2000
 MAX_DEPTH = 60
 MAX_EXPONENT = 100  # |numeric exponent| allowed in a power
 MAX_DIGITS = 60  # digits in a numeric literal
+# Syntax-tree depth (parentheses are counted separately by MAX_DEPTH): "-" * 995 + "r" or "r**" * 490 + "2"
+# nest without parentheses, and building sympy objects from a tree recurses once per level.
+MAX_TREE_DEPTH = 250
+MAX_EXP_ARGUMENT = 709.0  # exp(x) of a larger number leaves float64 (and mpmath can spend minutes on it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,13 +56,14 @@ class _Limits:
     nodes: int
     depth: int
     digits: int | None  # None: literals are bounded by ``chars`` only
+    tree_depth: int = MAX_TREE_DEPTH
 
 
 # What a person types. Drift files hold sympy's printing of an already parsed expression instead, which
 # can legitimately be longer: exact rationals (0.1234... * 0.1234... prints 60+ digit integers), clip()
 # printed as Min(Max(..)), where() as Piecewise((..)). Those are parsed with roomier, still finite limits.
 _TYPED = _Limits(MAX_CHARS, MAX_NODES, MAX_DEPTH, MAX_DIGITS)
-_PRINTED = _Limits(4 * MAX_CHARS, 4 * MAX_NODES, 2 * MAX_DEPTH, None)
+_PRINTED = _Limits(4 * MAX_CHARS, 4 * MAX_NODES, 2 * MAX_DEPTH, None, 2 * MAX_TREE_DEPTH)
 _FLOAT_MAX = sp.Integer(int(sys.float_info.max))
 _MAX_BITS = 10_000  # exact numerators and denominators: about 3000 digits, below Python's 4300-digit printing limit
 
@@ -128,7 +133,24 @@ def _parse(text: str, limits: _Limits) -> sp.Expr:
     n_nodes = sum(1 for _ in ast.walk(tree))
     if n_nodes > limits.nodes:
         raise ValueError(f"expression too large ({n_nodes} syntax nodes, limit {limits.nodes})")
-    return _check_constants(_Builder(text.strip(), limits.digits).expr(tree.body))
+    deepest = _tree_depth(tree)
+    if deepest > limits.tree_depth:
+        raise ValueError(f"expression nested too deeply ({deepest} levels of operators and calls, limit "
+                         f"{limits.tree_depth}); write long chains with parentheses or fewer terms")
+    try:
+        return _check_constants(_Builder(text.strip(), limits.digits).expr(tree.body))
+    except RecursionError:  # sympy's own recursion on a pathological but shallow-looking form
+        raise ValueError("expression too deeply nested for sympy to build; simplify it") from None
+
+
+def _tree_depth(tree: ast.AST) -> int:
+    """The syntax tree's depth, found without recursion (the tree may be deeper than Python's stack)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 def _check_constants(e: sp.Expr) -> sp.Expr:
@@ -231,7 +253,12 @@ class _Builder:
             b = abs(complex(sp.N(base, 15)))
             if b > 1e6:
                 raise self.fail(node, "numeric base too large for a symbolic exponent")
-        return base**ex
+        result = base**ex
+        # sympy merges (r**99)**99 into r**9801: the limit applies to the exponent that results
+        if isinstance(result, sp.Pow) and result.exp.is_number and abs(complex(sp.N(result.exp, 15))) > MAX_EXPONENT:
+            raise self.fail(node, f"numeric exponents must be real and at most {MAX_EXPONENT} in size "
+                                  f"(this power is x**{_short(result.exp, 20)})")
+        return result
 
     def call(self, node: ast.Call) -> sp.Expr:
         if not isinstance(node.func, ast.Name):
@@ -254,7 +281,13 @@ class _Builder:
             raise self.fail(node, f"{name} takes {said} {noun}, got {len(node.args)}")
         if name == "where":
             return builder(self.cond(node.args[0]), self.expr(node.args[1]), self.expr(node.args[2]))
-        return builder(*(self.expr(a) for a in node.args))
+        args = [self.expr(a) for a in node.args]
+        if name == "exp" and args[0].is_number:  # before sympy or mpmath ever evaluates it
+            value = complex(sp.N(args[0], 15))  # finite: every numeric argument was checked when it was built
+            if value.real > MAX_EXP_ARGUMENT:
+                raise self.fail(node, f"exp of {value.real:.4g} overflows float64 (the argument must be at most "
+                                      f"{MAX_EXP_ARGUMENT:.0f})")
+        return builder(*args)
 
     def piecewise(self, node: ast.Call) -> sp.Expr:
         pieces = []

@@ -158,3 +158,27 @@ def test_saved_files_still_round_trip(tmp_path):
     got_meta, arrays = read_archive(path, "mirrorlearn.drift", 1)
     assert got_meta == meta and np.array_equal(arrays["w/x"], np.arange(3.0))
     json.dumps(got_meta)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("Max(exp(exp(exp(100))), r)", r"exp of 2.688e\+43 overflows float64"),  # hung inside mpmath for > 900 s
+    ("Min(r, exp(exp(exp(exp(10)))))", "exp of 2.203e.04 overflows"),  # escaped as an OverflowError
+    ("-" * 995 + "r", "nested too deeply .998 levels"),  # RecursionError with a 1000-frame traceback
+    ("r**" * 490 + "2", "nested too deeply .493 levels"),
+    ("((((r**99)**99)**99)**99)", r"at most 100 in size \(this power is x\*\*9801\)"),  # bypassed the limit
+])
+def test_hostile_expressions_are_refused_at_once_with_a_value_error(text, match):
+    from drifts.symbolic import parse_expression
+
+    start = time.perf_counter()
+    with _Deadline(10), pytest.raises(ValueError, match=match):
+        parse_expression(text)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_ordinary_expressions_near_the_limits_still_parse():
+    from drifts.symbolic import parse_expression
+
+    assert str(parse_expression("exp(700)*(r - 1)**2")) == "(r - 1)**2*exp(700)"
+    assert str(parse_expression("(r**2)**50")) == "r**100"
+    assert parse_expression(" + ".join(f"{i}*r" for i in range(1, 200))) is not None  # a 199-term sum
