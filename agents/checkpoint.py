@@ -85,8 +85,28 @@ def save_agent(agent, path: str | os.PathLike) -> Path:
     return write_archive(path, meta, arrays)
 
 
+def _check_action_meta(action: dict) -> None:
+    """A ValueError for saved action fields of the wrong type, which ``ActionSpec.from_dict`` would coerce
+    silently (``n = 2.5`` read as 2 actions, ``low = [[1]]`` as a nested bound)."""
+    if not isinstance(action, dict):
+        raise ValueError(f"env.action must be a mapping, got {type(action).__name__}")
+    n = action.get("n")
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise ValueError(f"env.action.n must be a whole number, got {n!r}")
+    for name in ("shape", "low", "high"):
+        value = action.get(name)
+        if not isinstance(value, list):
+            raise ValueError(f"env.action.{name} must be a list, got {value!r}")
+        if name == "shape":
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise ValueError(f"env.action.shape must be whole numbers, got {value!r}")
+        elif not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value):
+            raise ValueError(f"env.action.{name} must be a flat list of finite numbers, got {str(value)[:60]}")
+
+
 def spaces_env(env_meta: dict) -> JaxEnv:
     """An environment stand-in that knows only the spaces: enough to rebuild and run the policy."""
+    _check_action_meta(env_meta["action"])
     return JaxEnv(
         id=env_meta["id"], family=env_meta.get("family", "unknown"), obs_shape=tuple(env_meta["obs_shape"]),
         action_spec=ActionSpec.from_dict(env_meta["action"]), reset=None, step=None, max_episode_steps=0,
@@ -115,7 +135,14 @@ def load_agent(path: str | os.PathLike):
 
     policy = {k[len("policy/"):]: v for k, v in arrays.items() if k.startswith("policy/")}
     try:
-        template = flatten_tree(jax.device_get(init_params(config, env, jax.random.PRNGKey(0))))
+        _check_sizes(config, env)
+        # Shapes only (jax.eval_shape traces, never runs or compiles the initialiser): a load costs no network
+        # initialisation, and a file declaring a huge network is refused by its shapes before any memory is used.
+        shapes = jax.eval_shape(lambda key: init_params(config, env, key), jax.random.PRNGKey(0))
+        template = flatten_tree(jax.tree_util.tree_map(  # zero-stride views: the shapes at no memory cost
+            lambda x: np.broadcast_to(np.zeros((), x.dtype), x.shape), shapes))
+    except ValueError as err:
+        raise ArchiveError(f"{source}: {err}; the file was edited or corrupted") from None
     except Exception as err:  # noqa: BLE001 - e.g. a grid torso given a flat observation shape by an edit
         raise ArchiveError(f"{source}: the saved spaces (observations {tuple(env.obs_shape)}) do not fit the saved "
                            f"network ({config.network!r}); the file was edited or corrupted "
@@ -174,6 +201,31 @@ def _checked_obs_stats(arrays: dict, n_seeds: int, obs_shape: tuple, source: str
         raise ArchiveError(f"{source}: observation statistics hold a negative variance or a count <= 0; "
                            "the file is corrupted: re-save the agent")
     return ObsStats(jnp.asarray(mean, jnp.float32), jnp.asarray(var, jnp.float32), jnp.asarray(count, jnp.float32))
+
+
+# Far above any network or space this package trains, far below what would overflow XLA's shape arithmetic
+# (an edited hidden_sizes = [10**18] aborted the loading process) or exhaust memory.
+MAX_LAYER_WIDTH = 1 << 16
+MAX_OBS_ELEMENTS = 1 << 24
+MAX_OBS_DIMS = 8
+MAX_ACTIONS = 1 << 16
+
+
+def _check_sizes(config: PPOConfig, env: JaxEnv) -> None:
+    """A ValueError for saved sizes beyond any real agent's, before a shape is built from them."""
+    for name in ("hidden_sizes", "value_hidden_sizes"):
+        sizes = getattr(config, name) or ()
+        if len(sizes) > 64 or any(h > MAX_LAYER_WIDTH for h in sizes):
+            raise ValueError(f"config {name} {list(sizes)[:8]} exceeds the limit of 64 layers of at most "
+                             f"{MAX_LAYER_WIDTH} units")
+    shape = tuple(env.obs_shape)
+    if len(shape) > MAX_OBS_DIMS or int(np.prod([min(d, MAX_OBS_ELEMENTS + 1) for d in shape], dtype=object)) > MAX_OBS_ELEMENTS:
+        raise ValueError(f"observation shape {list(shape)[:12]} exceeds the limit of {MAX_OBS_DIMS} dimensions and "
+                         f"{MAX_OBS_ELEMENTS} numbers")
+    spec = env.action_spec
+    size = spec.n if spec.kind == "discrete" else int(np.prod(spec.shape, dtype=object))
+    if size > MAX_ACTIONS:
+        raise ValueError(f"{size} actions exceed the limit of {MAX_ACTIONS}")
 
 
 def _positive_ints(value) -> bool:

@@ -182,3 +182,54 @@ def test_ordinary_expressions_near_the_limits_still_parse():
     assert str(parse_expression("exp(700)*(r - 1)**2")) == "(r - 1)**2*exp(700)"
     assert str(parse_expression("(r**2)**50")) == "r**100"
     assert parse_expression(" + ".join(f"{i}*r" for i in range(1, 200))) is not None  # a 199-term sum
+
+
+@pytest.fixture(scope="module")
+def agent_file(tmp_path_factory):
+    from agents.estimators import PPO
+
+    path = tmp_path_factory.mktemp("agent") / "a.npz"
+    PPO(total_timesteps=256, num_envs=4, num_steps=32, num_minibatches=2, update_epochs=1).fit("CartPole-v1").save(path)
+    return path
+
+
+def _edit_agent_meta(src: Path, dst: Path, edit) -> Path:
+    arrays = dict(np.load(src, allow_pickle=False))
+    meta = json.loads(arrays["__meta__"].tobytes().decode())
+    edit(meta)
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(dst, **arrays)
+    return dst
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m["env"]["action"].update(n=10**18), "actions exceed the limit"),  # aborted the process in XLA
+    (lambda m: m["config"].update(hidden_sizes=[10**18]), "hidden_sizes .* exceeds the limit"),
+    (lambda m: m["env"].update(obs_shape=[2] * 64), "observation shape .* exceeds the limit"),
+    (lambda m: m["config"].update(hidden_sizes=[30000, 30000]), "parameter .* has shape"),  # was 14 GB, minutes
+    (lambda m: m["env"]["action"].update(n=2.5), "env.action.n must be a whole number"),  # loaded as 2 actions
+    (lambda m: m["env"]["action"].update(low=[[1]]), "flat list of finite numbers"),
+])
+def test_edited_agent_sizes_are_refused_quickly_without_building_the_network(agent_file, tmp_path, edit, match):
+    from agents.estimators import MirrorAgent
+
+    path = _edit_agent_meta(agent_file, tmp_path / "edited.npz", edit)
+    start = time.perf_counter()
+    with pytest.raises(ArchiveError, match=match):
+        MirrorAgent.load(path)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_repeated_loads_do_not_grow_memory(agent_file):
+    import resource
+
+    from agents.estimators import MirrorAgent
+
+    for _ in range(5):  # warm up: first-load compiles and caches
+        MirrorAgent.load(agent_file)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(40):
+        agent = MirrorAgent.load(agent_file)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 40, f"40 loads grew the peak memory by {grown_mb:.0f} MB (was ~12.7 MB per load)"
+    assert agent.predict(np.zeros(4, np.float32)).shape == ()
