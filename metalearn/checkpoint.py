@@ -101,12 +101,21 @@ def _array_problem(es_arrays: dict, key: np.ndarray) -> str | None:
     return None
 
 
+# Settings recorded only by newer versions: a checkpoint written before one was recorded resumes whatever
+# its value now (its run did not know it), as before.
+RECORDED_LATER = ("devices",)
+
+
 def check_fingerprint(stored: dict, current: dict, path: str | os.PathLike) -> None:
     """Refuse to resume a run whose configuration differs, naming each differing setting."""
+    current = {k: v for k, v in current.items() if k in stored or k not in RECORDED_LATER}
     stored_n, current_n = _normalise(stored), _normalise(current)
     if stored_n == current_n:
         return
     diffs = [f"  {k}: checkpoint has {a!r}, this run has {b!r}" for k, a, b in _differences(stored_n, current_n)]
+    if any(k == "devices" for k, _, _ in _differences(stored_n, current_n)):
+        diffs.append("  (the device count changes float round-off and so the run: resume it with the same "
+                     "devices, e.g. the same command line, or pass devices=jax.devices()[:N])")
     raise ConfigMismatchError(
         f"{path} holds a meta-training run with a different configuration:\n" + "\n".join(diffs)
         + "\nIt was not modified. Use another checkpoint_dir (or --out) for this configuration, or restore "

@@ -298,9 +298,13 @@ class MetaTrainer:
         fns = [[inner_lib.compiled_population_fn(t, env, genome.fn, genome.temporal, self.fitness,
                                                  int(self.n_eval_episodes)) for t in env_tasks]
                for env_tasks, env in zip(tasks, envs, strict=True)]
+        mesh = inner_lib.make_mesh(self.devices, chunk)
+        # XLA partitions the population program differently on another device count, and float round-off then
+        # grows through training: over 60 generations one and two devices ended 0.23 apart. So a run records
+        # its device count, and a resume on another count is refused instead of silently changing the run.
+        fingerprint["devices"] = int(mesh.devices.size)
         return {"envs": envs, "configs": configs, "tasks": tasks, "ranges": ranges, "genome": genome, "strategy": strategy,
-                "es_params": strategy.default_params, "chunk": chunk, "mesh": inner_lib.make_mesh(self.devices, chunk),
-                "fingerprint": fingerprint, "fns": fns}
+                "es_params": strategy.default_params, "chunk": chunk, "mesh": mesh, "fingerprint": fingerprint, "fns": fns}
 
     # -- the run --------------------------------------------------------------------------------------
     def fit(self, *, overwrite: bool = False) -> Drift:
@@ -311,8 +315,17 @@ class MetaTrainer:
         ``overwrite=True`` starts afresh there and replaces them.
         """
         s = self._setup()
+        if self.checkpoint_dir is None:
+            return self._fit(s, None, overwrite)
+        from mirrorlearn._outputs import exclusive_folder
+
+        # one writer per run folder: two runs started on one --out would both report results, and only the
+        # later one's would survive
+        with exclusive_folder(Path(self.checkpoint_dir), "meta-training run") as folder:
+            return self._fit(s, folder, overwrite)
+
+    def _fit(self, s: dict, folder: Path | None, overwrite: bool) -> Drift:
         strategy, es_params, genome = s["strategy"], s["es_params"], s["genome"]
-        folder = Path(self.checkpoint_dir) if self.checkpoint_dir is not None else None
         stored = ckpt.load_checkpoint(folder) if folder is not None else None
         if folder is not None and stored is None and not overwrite:
             held = [name for name in OUTPUT_FILES if (folder / name).exists()]

@@ -59,3 +59,58 @@ def removed_if_empty_on_failure(out: Path, existed: bool) -> Iterator[None]:
         if not existed and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         raise
+
+
+class FolderInUseError(ValueError):
+    """Another process holds the run folder (see :func:`exclusive_folder`)."""
+
+
+def _lock_holders(folder: Path) -> list[int]:
+    """Pids holding a ``flock`` on ``folder`` (Linux's /proc/locks; empty where it cannot be read)."""
+    try:
+        inode = os.stat(folder).st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    pids = []
+    for line in lines:
+        parts = line.split()
+        if "->" in parts:  # a blocked waiter, not a holder
+            continue
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5].rsplit(":", 1)[-1] == str(inode):
+            if parts[4].isdigit():
+                pids.append(int(parts[4]))
+    return pids
+
+
+@contextlib.contextmanager
+def exclusive_folder(folder: Path, what: str = "run") -> Iterator[Path]:
+    """Hold an advisory lock on ``folder`` (created if missing) for the block's lifetime.
+
+    A second process asking for the same folder is refused at once with :class:`FolderInUseError`
+    naming the holder, instead of both running and the later one silently replacing the earlier one's
+    results. The lock is the folder's own ``flock`` (no lock file is written); the kernel releases it
+    when the holder exits, even by SIGKILL. A folder this call created and left empty is removed.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holders = [p for p in _lock_holders(folder) if p != os.getpid()]
+            who = f"process {', '.join(map(str, holders))}" if holders else "another process"
+            raise FolderInUseError(f"{str(folder)!r} is in use by another {what} ({who}); wait for it to finish, "
+                                   "or give another folder (--out)") from None
+        try:
+            yield folder
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()

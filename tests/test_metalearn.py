@@ -155,6 +155,17 @@ def test_two_devices_give_the_same_result(reference, tmp_path):
     two = get_drift(tmp_path / "drift.drift")
     for x, y in zip(leaves(two), leaves(drift_ref), strict=True):
         np.testing.assert_array_equal(x, y)
+    # equal here, but not over long runs (round-off differs): a resume on another device count is refused
+    with pytest.raises(ConfigMismatchError, match=r"(?s)devices: checkpoint has 2, this run has 1.*same devices"):
+        tiny(generations=4, checkpoint_dir=tmp_path, devices=jax.devices()[:1]).fit()
+
+
+def test_checkpoints_from_before_the_device_count_was_recorded_still_resume():
+    from metalearn.checkpoint import check_fingerprint
+
+    check_fingerprint({"seed": 0}, {"seed": 0, "devices": 2}, "old.npz")  # no error
+    with pytest.raises(ConfigMismatchError, match="devices"):
+        check_fingerprint({"seed": 0, "devices": 1}, {"seed": 0, "devices": 2}, "new.npz")
 
 
 @pytest.mark.parametrize("kw, match", [

@@ -233,3 +233,42 @@ def test_repeated_loads_do_not_grow_memory(agent_file):
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 40, f"40 loads grew the peak memory by {grown_mb:.0f} MB (was ~12.7 MB per load)"
     assert agent.predict(np.zeros(4, np.float32)).shape == ()
+
+
+def test_a_second_writer_of_a_run_folder_is_refused_naming_the_first(tmp_path):
+    from agents.estimators import PPO
+    from metalearn import MetaTrainer
+    from mirrorlearn._outputs import FolderInUseError
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path\n"
+         "from mirrorlearn._outputs import exclusive_folder\n"
+         f"with exclusive_folder(Path({str(run)!r})):\n    print('held', flush=True); time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        mt = MetaTrainer(inner=PPO(total_timesteps=256, num_envs=4, num_steps=32, num_minibatches=2, update_epochs=1),
+                         population_size=2, generations=1, n_eval_episodes=2, progress=False, checkpoint_dir=run)
+        start = time.perf_counter()
+        with pytest.raises(FolderInUseError, match=f"in use by another meta-training run .process {holder.pid}"):
+            mt.fit()
+        assert time.perf_counter() - start < 30  # refused before any training (setup compiles nothing)
+        assert list(run.iterdir()) == []  # and nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_exclusive_folder_is_released_and_removes_a_folder_it_created_empty(tmp_path):
+    from mirrorlearn._outputs import FolderInUseError, exclusive_folder
+
+    with exclusive_folder(tmp_path / "new") as folder:
+        with pytest.raises(FolderInUseError, match="in use"), exclusive_folder(folder):
+            pass
+    assert not (tmp_path / "new").exists()
+    with exclusive_folder(tmp_path / "kept") as folder:
+        (folder / "x").write_text("1")
+    with exclusive_folder(folder):  # released: a later run takes it
+        pass
+    assert (folder / "x").exists()
