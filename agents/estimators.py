@@ -242,7 +242,7 @@ class MirrorAgent:
             from agents.progress import ProgressBar
 
             bar = ProgressBar(config.num_updates * config.batch_size, config.batch_size,
-                              desc=f"{type(self).__name__}[{drift.name}] {env_adapter.id}")
+                              desc=f"{type(self).__name__}[{drift.name}] {env_adapter.id}", n_seeds=int(self.n_seeds))
             _PROGRESS_SINK[0] = bar
         try:
             params, obs_stats, metrics = train(keys, drift.params)

@@ -252,7 +252,7 @@ def fit_host(agent, env: HostEnv):
         from agents.progress import ProgressBar
 
         bar = ProgressBar(config.num_updates * config.batch_size, config.batch_size,
-                          desc=f"{type(agent).__name__}[{drift.name}] {env.id}")
+                          desc=f"{type(agent).__name__}[{drift.name}] {env.id}", n_seeds=n_seeds)
     vec = env.make_vec(n_seeds * n_envs)
     history: dict[str, list] = {}
     try:

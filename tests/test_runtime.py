@@ -51,3 +51,20 @@ def test_set_cpu_threads_refuses_once_the_backend_runs():
 def test_set_cpu_threads_rejects_non_positive_counts(bad):
     with pytest.raises(ValueError, match="positive number of threads"):
         set_cpu_threads(bad)
+
+
+def test_progress_bar_rate_counts_all_seeds_and_time_left_excludes_compilation(monkeypatch, capsys):
+    import io
+
+    from agents import progress
+
+    clock = iter([100.0, 101.0, 102.0])  # the first callback arrives after a long compile
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    bar = progress.ProgressBar(10 * 512, 512, desc="t", n_seeds=4)
+    bar.bar.fp = io.StringIO()
+    assert bar.bar.postfix == "status=compiling"
+    bar(0, 10.0)
+    bar(1, 20.0)  # one update of 512 steps per seed in 1 s: 2,048 steps/s over 4 seeds; 8 updates left
+    post = bar.bar.postfix
+    assert "steps/s (all seeds)=2,048" in post and "left=0:08" in post and "ret=20.0" in post
+    bar.close()
