@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -46,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=None, help="members per compiled call (memory bound)")
     p.add_argument("--seed", type=int, default=0, help="seeds the ES and the inner runs (0)")
     p.add_argument("--quiet", action="store_true", help="no per-generation progress lines")
+    d = p.add_argument_group("several processes (jax.distributed; every process runs the same command)")
+    d.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                   help="process 0's address, e.g. 10.0.0.1:5000 (with --num-processes and --process-id)")
+    d.add_argument("--num-processes", type=int, default=None, help="how many processes take part")
+    d.add_argument("--process-id", type=int, default=None, help="this process's index, 0 to N-1 (0 writes --out)")
+    d.add_argument("--distributed", action="store_true",
+                   help="join a cluster described by the environment (SLURM, Open MPI, TPU pods, or "
+                   "JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID), without the three flags above")
+    d.add_argument("--heartbeat-timeout", type=int, default=30, metavar="S",
+                   help="seconds without a peer's heartbeat before the others stop with an error (30)")
     from mirrorlearn.cli import add_set_arg
 
     add_set_arg(p, "the inner PPO's hyperparameters over the environment's preset (small budgets on MinAtar "
@@ -75,6 +86,19 @@ def main(argv: list[str] | None = None) -> int:
     from mirrorlearn.cli import set_overrides
 
     overrides = set_overrides(parser, args.set)
+    multi = args.distributed or any(v is not None for v in (args.coordinator, args.num_processes, args.process_id))
+    if multi:
+        from metalearn import distributed
+
+        try:  # before any other JAX work
+            distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                                   heartbeat_timeout_s=args.heartbeat_timeout)
+        except (ValueError, RuntimeError) as err:
+            print(f"mirrorlearn meta-train: error: {err}", file=sys.stderr)
+            return 2
+        if not distributed.is_writer():  # process 0 alone writes --out, prints the results
+            args.quiet = True
+    writer = not multi or distributed.is_writer()
     from metalearn.tasks import parse_vary
 
     try:
@@ -86,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from mirrorlearn._outputs import output_folder
 
     created = None
-    if not checkpoint_path(args.out).exists():  # a fresh run: never over an earlier run's learned drift
+    if writer and not checkpoint_path(args.out).exists():  # a fresh run: never over an earlier run's learned drift
         try:
             out, existed = output_folder(args.out, lambda: Path(args.out), overwrite=args.overwrite,
                                          writes=OUTPUT_FILES)
@@ -99,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         if created is not None and created.is_dir() and not any(created.iterdir()):
             created.rmdir()
     from agents.estimators import PPO
+    from metalearn.distributed import PeerLostError
     from metalearn.es import MissingDependencyError
     from metalearn.trainer import MetaTrainer, MetaTrainingDivergedError
 
@@ -119,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     except MetaTrainingDivergedError as err:
         print(f"mirrorlearn meta-train: error: {err}", file=sys.stderr)
         return 1
+    except PeerLostError as err:
+        print(f"mirrorlearn meta-train: error: {err}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # jax.distributed's shutdown would wait for the lost peer and then abort the process: leave at once
+        os._exit(3)
     except KeyboardInterrupt:  # the checkpoint holds every completed generation: say how to go on
         if not checkpoint_path(args.out).exists():  # stopped during compilation or the baselines
             drop_if_empty()
@@ -128,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nmirrorlearn meta-train: interrupted. {args.out} keeps every completed generation; run the same command "
               "again to resume from the last one.", file=sys.stderr)
         return 130
+    if not writer:
+        print(f"mirrorlearn meta-train: process {distributed.process_index()} done (process 0 wrote {args.out})",
+              file=sys.stderr)
+        return 0
     out = Path(args.out)
     summary = {"drift": str(out / "drift.drift"), "generations": trainer.generation_,
                "baselines": trainer.baselines_, "last": trainer.history_[-1] if trainer.history_ else None}

@@ -25,6 +25,7 @@ import numpy as np
 
 from drifts.base import Drift
 from metalearn import checkpoint as ckpt
+from metalearn import distributed as dist
 from metalearn import es as es_lib
 from metalearn import inner as inner_lib
 from metalearn import tasks as tasks_lib
@@ -317,6 +318,8 @@ class MetaTrainer:
         s = self._setup()
         if self.checkpoint_dir is None:
             return self._fit(s, None, overwrite)
+        if not dist.is_writer():  # another process of a jax.distributed run: process 0 reads and writes the folder
+            return self._fit(s, Path(self.checkpoint_dir), overwrite)
         from mirrorlearn._outputs import exclusive_folder
 
         # one writer per run folder: two runs started on one --out would both report results, and only the
@@ -326,13 +329,19 @@ class MetaTrainer:
 
     def _fit(self, s: dict, folder: Path | None, overwrite: bool) -> Drift:
         strategy, es_params, genome = s["strategy"], s["es_params"], s["genome"]
-        stored = ckpt.load_checkpoint(folder) if folder is not None else None
-        if folder is not None and stored is None and not overwrite:
-            held = [name for name in OUTPUT_FILES if (folder / name).exists()]
-            if held:
-                raise ValueError(f"checkpoint_dir {str(folder)!r} holds an earlier run's outputs ({', '.join(held)}) "
-                                 "but no checkpoint to resume; use another checkpoint_dir (--out), or pass "
-                                 "fit(overwrite=True) (--overwrite) to start afresh and replace them")
+
+        def refuse_earlier_outputs(stored) -> None:
+            if folder is not None and stored is None and not overwrite:
+                held = [name for name in OUTPUT_FILES if (folder / name).exists()]
+                if held:
+                    raise ValueError(f"checkpoint_dir {str(folder)!r} holds an earlier run's outputs ({', '.join(held)}) "
+                                     "but no checkpoint to resume; use another checkpoint_dir (--out), or pass "
+                                     "fit(overwrite=True) (--overwrite) to start afresh and replace them")
+
+        stored, refused = dist.shared_checkpoint(folder, ckpt.load_checkpoint, refuse_earlier_outputs)
+        if refused:
+            raise ValueError(refused)
+        writes = folder if dist.is_writer() else None  # only process 0 writes
         template = strategy.init(jax.random.PRNGKey(0), genome.params, es_params)
         if stored is not None:
             ckpt.check_fingerprint(stored["meta"]["fingerprint"], s["fingerprint"], stored["path"])
@@ -357,18 +366,19 @@ class MetaTrainer:
             key, k_init = jax.random.split(jax.random.PRNGKey(int(self.seed)))
             state = _strong_types(strategy.init(k_init, genome.params, es_params))
             history, start = [], 0
-            baselines = self._measure_baselines(s)
-            if folder is not None:
-                self._checkpoint(folder, s, 0, state, key, history, baselines)
+            baselines = self._collective(lambda: self._measure_baselines(s), 0, None)
+            if writes is not None:
+                self._checkpoint(writes, s, 0, state, key, history, baselines)
         _warn_floored_baselines(baselines)
         self.baselines_ = baselines
 
         for gen in range(start, int(self.generations)):
-            key, state, record = self._generation(s, gen, key, state, baselines)
+            key, state, record = self._collective(
+                lambda gen=gen, key=key, state=state: self._generation(s, gen, key, state, baselines), gen, folder)
             history.append(record)
             self._check_finite_mean(strategy, state, gen + 1, folder, history)
-            if folder is not None:
-                self._checkpoint(folder, s, gen + 1, state, key, history, baselines)
+            if writes is not None:
+                self._checkpoint(writes, s, gen + 1, state, key, history, baselines)
             self._log(_progress_line(record, int(self.generations)))
 
         self.history_ = history
@@ -376,9 +386,20 @@ class MetaTrainer:
         mean = jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)), strategy.get_mean(state))
         self.drift_ = genome.with_params(mean)
         self.es_state_ = state
-        if folder is not None:
-            self._write_outputs(folder, s)
+        if writes is not None:
+            self._write_outputs(writes, s)
         return self.drift_
+
+    def _collective(self, step, generation: int, folder: Path | None):
+        """``step()``; on several processes a failed gather (a peer stopped) becomes a :class:`PeerLostError`."""
+        if dist.process_count() == 1:
+            return step()
+        try:
+            return step()
+        except (ValueError, RuntimeError) as err:
+            if not any(word in str(err) for word in _COLLECTIVE_FAILURES):
+                raise
+            raise dist.peer_lost(err, generation, folder) from None
 
     def _check_finite_mean(self, strategy, state, generation: int, folder: Path | None, history: list) -> None:
         """Stop before a non-finite ES mean is checkpointed or returned: the checkpoint keeps the last good one."""
@@ -562,8 +583,14 @@ class MetaTrainer:
         _close(fig)
 
     def _log(self, message: str) -> None:
-        if self.progress:
+        if self.progress and dist.is_writer():  # one log for a multi-process run
             print(f"[meta-train] {message}", file=sys.stderr, flush=True)
+
+
+# Words of the runtime errors a collective raises when a peer process has gone (gloo on CPUs, the
+# coordination service's heartbeats elsewhere): other errors are the run's own and keep their message.
+_COLLECTIVE_FAILURES = ("Gloo", "gloo", "UNAVAILABLE", "Connection closed", "Connection reset", "DEADLINE_EXCEEDED",
+                        "heartbeat", "coordination service")
 
 
 def _one_based(history: list) -> list:
