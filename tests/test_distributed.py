@@ -68,7 +68,7 @@ def two_process_run(tmp_path_factory):
 @pytest.mark.slow
 def test_two_processes_give_the_same_drift_as_one(two_process_run):
     tmp, results, single = two_process_run
-    for rc, out, err in [*results, single]:
+    for rc, _out, err in [*results, single]:
         assert rc == 0, err[-2000:]
     two, one = get_drift(tmp / "run" / "drift.drift"), get_drift(tmp / "single" / "drift.drift")
     for x, y in zip(two.params.values(), one.params.values(), strict=True):
