@@ -91,7 +91,12 @@ FUNCTIONS: dict[str, tuple[Callable, tuple[int, ...]]] = {
     "sign": (sp.sign, (1,)), "Heaviside": (sp.Heaviside, (1,)),
     "relu": (_relu, (1,)), "ReLU": (_relu, (1,)), "clip": (_clip, (3,)), "where": (_where, (3,)),
     "square": (lambda x: x**2, (1,)), "log1p": (lambda x: sp.log(1 + x), (1,)),
+    "cosh": (sp.cosh, (1,)), "sinh": (sp.sinh, (1,)), "expm1": (lambda x: sp.exp(x) - 1, (1,)),
+    "softplus": (lambda x: sp.log(1 + sp.exp(x)), (1,)), "sigmoid": (lambda x: 1 / (1 + sp.exp(-x)), (1,)),
 }
+# Functions that exponentiate their argument: a numeric argument past MAX_EXP_ARGUMENT (in the direction
+# given; "abs": either) leaves float64.
+_EXP_LIKE = {"exp": 1, "expm1": 1, "softplus": 1, "cosh": 0, "sinh": 0, "sigmoid": -1}
 _PIECEWISE = "Piecewise"
 
 
@@ -282,11 +287,12 @@ class _Builder:
         if name == "where":
             return builder(self.cond(node.args[0]), self.expr(node.args[1]), self.expr(node.args[2]))
         args = [self.expr(a) for a in node.args]
-        if name == "exp" and args[0].is_number:  # before sympy or mpmath ever evaluates it
-            value = complex(sp.N(args[0], 15))  # finite: every numeric argument was checked when it was built
-            if value.real > MAX_EXP_ARGUMENT:
-                raise self.fail(node, f"exp of {value.real:.4g} overflows float64 (the argument must be at most "
-                                      f"{MAX_EXP_ARGUMENT:.0f})")
+        if name in _EXP_LIKE and args[0].is_number:  # before sympy or mpmath ever evaluates it
+            value = complex(sp.N(args[0], 15)).real  # finite: every numeric argument was checked when it was built
+            direction = _EXP_LIKE[name]
+            if (abs(value) if direction == 0 else direction * value) > MAX_EXP_ARGUMENT:
+                raise self.fail(node, f"{name} of {value:.4g} overflows float64 (the argument must be at most "
+                                      f"{MAX_EXP_ARGUMENT:.0f} in size)")
         return builder(*args)
 
     def piecewise(self, node: ast.Call) -> sp.Expr:
@@ -355,6 +361,15 @@ def as_expression(expr: str | sp.Basic) -> sp.Expr:
 
 
 # ================================================================================ sympy -> jax
+def _softplus_argument(e: sp.Expr) -> sp.Expr | None:
+    """``x`` when ``e`` is ``1 + exp(x)``, else None."""
+    if isinstance(e, sp.Add) and len(e.args) == 2 and sp.Integer(1) in e.args:
+        other = e.args[0] if e.args[1] == 1 else e.args[1]
+        if isinstance(other, sp.exp):
+            return other.args[0]
+    return None
+
+
 def _compile(e: sp.Basic) -> Callable[[Mapping[str, Any]], Any]:
     """A closure evaluating ``e`` with jax.numpy from ``env = {'r': ..., 'A': ..., 't': ...}``."""
     if isinstance(e, sp.Symbol):
@@ -393,6 +408,9 @@ def _compile(e: sp.Basic) -> Callable[[Mapping[str, Any]], Any]:
             return out
 
         return piecewise
+    if isinstance(e, sp.log) and _softplus_argument(e.args[0]) is not None:  # log(1 + exp(x)) overflows at x > 88
+        inner = _compile(_softplus_argument(e.args[0]))
+        return lambda env: jax.nn.softplus(inner(env))
     unary = {sp.log: jnp.log, sp.exp: jnp.exp, sp.tanh: jnp.tanh, sp.Abs: jnp.abs, sp.sign: jnp.sign,
              sp.sinh: jnp.sinh, sp.cosh: jnp.cosh, sp.sin: jnp.sin, sp.cos: jnp.cos, sp.atan: jnp.arctan}
     if e.func in unary:
@@ -799,11 +817,59 @@ def _known_inequality(e: sp.Expr) -> bool:
     return False
 
 
+_STRUCTURE = "structure (Max(0, .), squares, Abs, sums/products of non-negative terms, known inequalities)"
+
+
+def _nonneg_rule(e: sp.Expr, depth: int = 0) -> str | None:
+    """The rule that proves ``e >= 0`` on r > 0, real A, t >= 0 (see :mod:`drifts.bounds`), or None.
+
+    In order: structure; a proved lower bound >= 0 (monotone compositions, branch conditions as
+    assumptions); sums of parts, positive multiples, Max with a proved argument and Piecewise branches
+    under their conditions, each proved by any rule; convexity with a flat tangent at r = 1.
+    """
+    from drifts import bounds
+
+    if depth > 4:
+        return None
+    if _nonneg(e):
+        return _STRUCTURE
+    low = bounds.bound(e, lower=True)
+    if low is not None and bounds._le(0, low):
+        return "a proved lower bound (monotone compositions, branch conditions as assumptions)"
+    if isinstance(e, sp.Add):
+        rules = [_nonneg_rule(x, depth + 1) for x in e.args]
+        if all(rules):
+            return "a sum of parts each proved >= 0 (" + "; ".join(dict.fromkeys(rules)) + ")"
+    if isinstance(e, sp.Mul):
+        coeff, rest = e.as_coeff_Mul()
+        if coeff > 0 and coeff != 1:
+            inner = _nonneg_rule(rest, depth + 1)
+            if inner:
+                return inner
+    if isinstance(e, sp.Max):
+        for x in e.args:
+            inner = _nonneg_rule(x, depth + 1)
+            if inner:
+                return inner
+    if isinstance(e, sp.Piecewise):
+        rules = [_nonneg_rule(assume(x), depth + 1) for x, assume in bounds.branch_assumptions(e)]
+        if all(rules):
+            return "each Piecewise branch under its condition (" + "; ".join(dict.fromkeys(rules)) + ")"
+    return bounds.convex_with_flat_tangent(e, r, lambda x: _nonneg_rule(x, depth + 1) is not None)
+
+
+def _unsigned_part(e: sp.Expr) -> sp.Expr:
+    """The first part of ``e`` (a term of a sum, a Piecewise branch) that no rule signs: what an UNDECIDED names."""
+    if isinstance(e, sp.Add):
+        for x in e.args:
+            if _nonneg_rule(x) is None:
+                return x
+    return e
+
+
 def _prove_nonnegative(expr: sp.Expr) -> SymbolicCondition | None:
-    if _nonneg(expr):
-        return SymbolicCondition(True, None, "structure (Max(0, .), squares, Abs, sums/products of non-negative "
-                                             "terms, known inequalities)")
-    return None
+    rule = _nonneg_rule(expr)
+    return None if rule is None else SymbolicCondition(True, None, rule)
 
 
 # -- where the expression is defined ------------------------------------------------------------------
@@ -889,7 +955,8 @@ def check_drift_symbolic(expr: str | sp.Basic, *, numeric: bool = True, **check_
                                        c.detail)
             else:
                 nn = SymbolicCondition(False, None, "no structural proof; numeric search found no counterexample",
-                                       f"min f = {c.worst:.3g} on the checked domain")
+                                       f"min f = {c.worst:.3g} on the checked domain; no rule signs "
+                                       f"{_short(_unsigned_part(e))}")
         else:
             nn = SymbolicCondition(False, None, "no structural proof (numeric search disabled)")
     conds["nonnegative"] = nn

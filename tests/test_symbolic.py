@@ -225,3 +225,113 @@ def test_a_power_that_turns_complex_gives_a_verdict_not_a_crash():
     report = check_drift_symbolic("Max(0, (r-1)**2*A**1.5)")  # raised sympy's "not comparable" before
     assert report.valid is False
     assert check_drift_symbolic("Abs(A)**1.5*(r-1)**2 + (r-1)**2/r").valid is True
+
+
+# -- the proof rules of drifts.bounds, each with cases that must and must not pass ---------------------
+def _sym(text):
+    from drifts.symbolic import parse_expression
+
+    return parse_expression(text)
+
+
+@pytest.mark.parametrize("text, low", [
+    ("log(1 + exp((r - 1)**2*A**2)) - log(2)", 0),   # increasing functions of an argument proved >= 0
+    ("exp(-(r - 1)**2)", 0),                          # exp > 0 whatever its argument
+    ("1 - exp(-(r - 1)**2)", 0),                      # exp(-x) with x >= 0 is at most 1
+    ("cosh(A) - 1", 0),
+    ("tanh(r) + 1", 1),                               # r > 0: tanh(r) > tanh(0)
+    ("sqrt(1 + (r - 1)**2)", 1),
+    ("1/(1 + r)", 0),                                 # a positive denominator
+    ("Max(A, 2)", 2), ("Min(r, 3)", 0),
+])
+def test_bounds_prove_lower_bounds(text, low):
+    from drifts import bounds
+
+    got = bounds.bound(_sym(text), lower=True)
+    assert got is not None and bounds._le(low, got), got
+
+
+@pytest.mark.parametrize("text", ["A", "tanh(A)", "log(r)", "r - 1", "A*(r - 1)**2", "exp(A) - 1", "Min(A, r)",
+                                  "1/(A**2 - 1)", "sqrt(A)"])
+def test_bounds_never_claim_a_lower_bound_of_zero_for_signed_or_unbounded_terms(text):
+    from drifts import bounds
+
+    got = bounds.bound(_sym(text), lower=True)
+    assert got is None or not bounds._le(0, got), got
+
+
+def test_branch_conditions_are_assumptions():
+    from drifts import bounds
+
+    e = _sym("Piecewise(((r - 1)**2*A, A >= 0), (-log(r)**2*A, True))")
+    (b1, assume1), (b2, assume2) = bounds.branch_assumptions(e)
+    assert assume1(b1).is_nonnegative and assume2(b2).is_nonnegative  # A >= 0, then A < 0 by negation
+    wrong = _sym("Piecewise(((r - 1)**2*A, A >= 0), (log(r)**2*A, True))")
+    assert bounds.bound(wrong, lower=True) is None
+    r_branch = _sym("Piecewise((r - 1, r >= 1), (1 - r, True))")  # r >= 1 as r = 1 + u, then r < 1
+    assert bounds._le(0, bounds.bound(r_branch, lower=True))
+
+
+@pytest.mark.parametrize("text, rule", [
+    ("exp(r - 1) - r", "in r"), ("r*log(r) - r + 1", "in r"), ("Abs(A)*(r - 1 - log(r))", "in r"),
+    ("r**2 - 2*r + 1", "in r"), ("exp(log(r)**2) - 1", "log r"),
+])
+def test_convexity_with_a_flat_tangent_proves(text, rule):
+    from drifts import bounds
+    from drifts.symbolic import _nonneg_rule, r
+
+    got = bounds.convex_with_flat_tangent(_sym(text), r, lambda x: _nonneg_rule(x) is not None)
+    assert got is not None and rule in got
+
+
+@pytest.mark.parametrize("text", [
+    "exp(r - 1) - 1",          # convex, but its tangent at r = 1 is not flat
+    "r - 1 - 2*log(r)",        # convex, f'(1) = -1
+    "(r - 1)**2 - (r - 1)**4",  # flat tangent, not convex
+    "Abs(r - 1)**3",           # a kink in r: the rule does not apply
+    "(r - 1)**2*A",            # convex only for A >= 0
+])
+def test_convexity_rule_refuses(text):
+    from drifts import bounds
+    from drifts.symbolic import _nonneg_rule, r
+
+    assert bounds.convex_with_flat_tangent(_sym(text), r, lambda x: _nonneg_rule(x) is not None) is None
+
+
+def test_new_functions_in_sympy_jax_and_the_parser():
+    from drifts.symbolic import to_jax
+
+    for text, expect in [("cosh(r - 1) - 1", lambda r: np.cosh(r - 1) - 1), ("sinh(r - 1)**2", lambda r: np.sinh(r - 1)**2),
+                         ("softplus(r) - log(2)", lambda r: np.logaddexp(0, r) - np.log(2)),
+                         ("sigmoid(r) - 0.5", lambda r: 1 / (1 + np.exp(-r)) - 0.5), ("expm1(r)", np.expm1)]:
+        got = float(to_jax(text)(np.float32(1.7), np.float32(0.3)))
+        assert got == pytest.approx(float(expect(1.7)), rel=1e-5), text
+    assert float(to_jax("softplus(200*r)")(np.float32(1.0), np.float32(1.0))) == pytest.approx(200.0)  # no overflow
+    with pytest.raises(ValueError, match="cosh of 1000 overflows"):
+        to_jax("cosh(1000)*r")
+
+
+def test_undecided_names_the_part_no_rule_signs():
+    rep = check_drift_symbolic("(r - 1)**2 + Heaviside(A)*(r - 1)**2*A", grid=(51, 31), n_identity=51, n_grad_A=11,
+                               search_iters=5)
+    c = rep.conditions["nonnegative"]
+    assert rep.valid is None and "no rule signs" in c.detail and "Heaviside(A)" in c.detail
+
+
+def test_the_suite_is_proved_where_the_rules_reach_and_refuted_everywhere_else():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "drift_suite", Path(__file__).resolve().parents[1] / "benchmarks" / "drift_suite.py")
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    assert len(suite.VALID) >= 30 and len(suite.INVALID) >= 15
+    fast = dict(grid=(121, 81), n_identity=121, n_grad_A=21, search_iters=12)
+    for name, text in suite.VALID.items():
+        rep = check_drift_symbolic(text, **fast)
+        assert rep.valid is not False, f"valid drift {name!r} refuted: {rep}"
+        assert (rep.valid is True) == (name in suite.COVERED), f"{name!r}: {rep}"
+    for name, text in suite.INVALID.items():
+        rep = check_drift_symbolic(text, **fast)
+        assert rep.valid is False, f"invalid drift {name!r} not refuted: {rep}"  # never a false proof
