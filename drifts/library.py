@@ -18,7 +18,14 @@ import numpy as np
 
 from drifts.base import Drift, register_family
 
-LPO_SHIFT = 1e-6  # the paper's xi: keeps f = 0 in a small neighbourhood of r = 1
+LPO_SHIFT = 1e-6  # the paper's xi (its text): keeps f = 0 in a small neighbourhood of r = 1
+# The paper's released code orders the eight inputs differently and shifts by 1e-4; a drift file records
+# both (kwargs "inputs" and "shift") so that networks trained with that code load and check as they ran.
+LPO_INPUT_ORDERS = {
+    "mirrorlearn": (0, 1, 2, 3, 4, 5, 6, 7),   # 1-r, (1-r)^2, (1-r)A, (1-r)^2 A, log r, log^2 r, A log r, A log^2 r
+    "paper-code": (4, 5, 0, 1, 6, 7, 2, 3),    # log r, log^2 r, 1-r, (1-r)^2, A log r, A log^2 r, A(1-r), A(1-r)^2
+}
+PAPER_CODE_SHIFT = 1e-4
 # Drift files choose ``hidden``, and default weights are drawn before the file's are compared with them
 # (LPO-Zero's middle layer is hidden x hidden), so a bound keeps a hostile file from exhausting memory.
 MAX_HIDDEN = 4096
@@ -117,19 +124,25 @@ def lpo_features(r: jax.Array, A: jax.Array, t: jax.Array | None = None) -> jax.
 
 
 @functools.cache  # one function object per shape, so compiled training is reused
-def _lpo_fn_factory(temporal: bool, eps: float = 0.2) -> Callable:
+def _lpo_fn_factory(temporal: bool, eps: float = 0.2, inputs: str = "mirrorlearn", shift: float = LPO_SHIFT) -> Callable:
+    order = LPO_INPUT_ORDERS[inputs]
+    permute = order != LPO_INPUT_ORDERS["mirrorlearn"]
+    index = jnp.asarray(order + tuple(8 + i for i in order)) if temporal else jnp.asarray(order)
+
     def fn(params, r, A, t=None):
         x = lpo_features(r, A, t if temporal else None)
+        if permute:
+            x = x[..., index]
         hidden = jnp.tanh(x @ params["w1"])
         out = (hidden @ params["w2"])[..., 0]
         ppo_term = jax.nn.relu((r - jnp.clip(r, 1.0 - eps, 1.0 + eps)) * A)
-        return jax.nn.relu(out - LPO_SHIFT + ppo_term)
+        return jax.nn.relu(out - shift + ppo_term)
 
     return fn
 
 
 def lpo(hidden: int = 128, temporal: bool = False, params: Any = None, seed: int = 0, init_scale: float = 0.0,
-        eps: float = 0.2) -> Drift:
+        eps: float = 0.2, inputs: str = "mirrorlearn", shift: float = LPO_SHIFT) -> Drift:
     """LPO's drift network (paper eq. 8): one hidden layer of tanh units, no biases, PPO-initialised.
 
     ``ReLU(net(x) - 1e-6 + PPO(r, A))`` with the eight ratio/advantage features ``x`` of
@@ -137,9 +150,17 @@ def lpo(hidden: int = 128, temporal: bool = False, params: Any = None, seed: int
     With ``init_scale=0`` (default) the output layer starts at zero so the drift is exactly PPO's
     (minus the 1e-6 shift); pass ``params`` to use meta-learned weights. ``eps`` (> 0) is the PPO term's
     clip range; ``hidden`` is at most :data:`MAX_HIDDEN`.
+
+    ``inputs="paper-code"`` and ``shift=1e-4`` (:data:`PAPER_CODE_SHIFT`) read weights trained with the
+    paper's released code, whose eight inputs come in another order (:data:`LPO_INPUT_ORDERS`) and whose
+    shift is 1e-4 where its text says 1e-6; both are stored in drift files.
     """
     hidden, temporal = _hidden("lpo", hidden), _flag("lpo", "temporal", temporal)
     eps = _positive("lpo", "eps", eps)  # eps <= 0 would make f(1, A) = -eps A, not 0
+    if inputs not in LPO_INPUT_ORDERS:
+        raise ValueError(f"lpo: inputs must be one of {sorted(LPO_INPUT_ORDERS)}, got {inputs!r}")
+    # shift > 0 keeps f = 0 near r = 1 (so df/dr = 0 there); at 0 the network's slope would show at r = 1
+    shift = _positive("lpo", "shift", shift)
     n_in = 16 if temporal else 8
     if params is None:
         seed = _seed("lpo", seed)
@@ -148,9 +169,15 @@ def lpo(hidden: int = 128, temporal: bool = False, params: Any = None, seed: int
             raise ValueError(f"lpo: init_scale must be a finite number >= 0, got {init_scale!r}")
         params = lpo_init(jax.random.PRNGKey(seed), hidden=hidden, temporal=temporal, init_scale=init_scale)
     _check_weights("lpo", params, {"w1": (n_in, hidden), "w2": (hidden, 1)})
+    if shift > 0.1:
+        raise ValueError(f"lpo: shift={shift} would hide the network's output near r = 1; the paper uses 1e-6 "
+                         f"(text) or 1e-4 (code)")
     name = "ta-lpo" if temporal else "lpo"
-    return Drift(name, _lpo_fn_factory(temporal, eps), params, temporal=temporal, family="lpo",
-                 kwargs={"hidden": hidden, "temporal": temporal, "eps": eps})
+    kwargs = {"hidden": hidden, "temporal": temporal, "eps": eps}
+    if inputs != "mirrorlearn" or shift != LPO_SHIFT:  # recorded only when set: earlier files keep their kwargs
+        kwargs.update(inputs=inputs, shift=shift)
+    return Drift(name, _lpo_fn_factory(temporal, eps, inputs, shift), params, temporal=temporal, family="lpo",
+                 kwargs=kwargs)
 
 
 def lpo_init(key: jax.Array, hidden: int = 128, temporal: bool = False, init_scale: float = 0.0) -> dict:
@@ -212,7 +239,8 @@ def from_callable(fn: Callable, name: str | None = None) -> Drift:
 
 register_family("ppo", ppo, check_params=_check_ppo_params)
 register_family("dpo", dpo, check_params=_check_dpo_params)
-register_family("lpo", lambda hidden=128, temporal=False, eps=0.2: lpo(hidden=hidden, temporal=temporal, eps=eps))
+register_family("lpo", lambda hidden=128, temporal=False, eps=0.2, inputs="mirrorlearn", shift=LPO_SHIFT: lpo(
+    hidden=hidden, temporal=temporal, eps=eps, inputs=inputs, shift=shift))
 register_family("lpo_zero", lambda hidden=256, temporal=False: lpo_zero(hidden=hidden, temporal=temporal))
 
 _NAMED: dict[str, Callable[[], Drift]] = {

@@ -214,3 +214,37 @@ def test_a_run_folder_is_not_a_drift_file_and_the_message_points_inside(tmp_path
         with pytest.raises(IsADirectoryError, match=r"is a folder, not a drift file; the drift a meta-train run "
                                                     r"learned is .*drift\.drift"):
             get_drift(spec)
+
+
+def test_lpo_weights_from_the_papers_code_load_with_its_input_order_and_shift(tmp_path):
+    import jax.numpy as jnp
+    import numpy as np
+
+    from drifts import Drift, check_drift, lpo
+    from drifts.library import LPO_INPUT_ORDERS, PAPER_CODE_SHIFT
+
+    rng = np.random.default_rng(0)
+    w1_paper, w2 = rng.normal(size=(8, 16)), 0.3 * rng.normal(size=(16, 1))
+    paper = lpo(hidden=16, params={"w1": jnp.asarray(w1_paper), "w2": jnp.asarray(w2)}, inputs="paper-code",
+                shift=PAPER_CODE_SHIFT)
+    w1_ours = np.zeros_like(w1_paper)
+    w1_ours[list(LPO_INPUT_ORDERS["paper-code"])] = w1_paper  # paper row i reads our feature order[i]
+    ours = lpo(hidden=16, params={"w1": jnp.asarray(w1_ours), "w2": jnp.asarray(w2)}, shift=PAPER_CODE_SHIFT)
+    r, A = jnp.exp(jnp.linspace(-1, 1, 41))[:, None], jnp.linspace(-3, 3, 31)[None, :]
+    np.testing.assert_allclose(np.asarray(paper(r, A)), np.asarray(ours(r, A)), rtol=1e-5, atol=1e-6)  # float32 sums
+    assert float(jnp.max(jnp.abs(paper(r, A) - lpo(hidden=16, params=paper.params)(r, A)))) > 1e-3  # order matters
+    paper.save(tmp_path / "paper.drift")
+    loaded = Drift.load(tmp_path / "paper.drift")
+    assert loaded.kwargs["inputs"] == "paper-code" and loaded.kwargs["shift"] == PAPER_CODE_SHIFT
+    np.testing.assert_array_equal(np.asarray(loaded(r, A)), np.asarray(paper(r, A)))
+    assert check_drift(loaded).valid
+    assert "inputs" not in lpo().kwargs  # default drifts keep the kwargs earlier files have
+
+
+@pytest.mark.parametrize("kw, match", [(dict(inputs="paper"), "inputs must be one of"), (dict(shift=0.0), "shift"),
+                                       (dict(shift=0.5), "would hide")])
+def test_lpo_input_options_are_checked(kw, match):
+    from drifts import lpo
+
+    with pytest.raises(ValueError, match=match):
+        lpo(**kw)
