@@ -608,14 +608,15 @@ def _task_baseline(baseline: dict, task: int) -> dict:
 
 def _no_reference_message(fitness: str, env, config, drift_name: str) -> str:
     """Why the starting drift scored NaN on ``env``, and what to change."""
-    if fitness != "train":
+    if fitness == "eval":
         return (f"the starting drift ({drift_name}) scored NaN/inf on {env.id} in every reference run, so no member "
                 "can be compared with it; its training diverged. Check the drift and the inner hyperparameters")
-    n_last = max(1, config.num_updates // 10)
+    part, fraction = ("10%", 10) if fitness == "train" else ("half", 2)
+    n_last = max(1, config.num_updates // fraction)
     window = n_last * config.num_steps
-    # Enough updates that the last 10% span one full episode per environment.
-    need = 10 * math.ceil(env.max_episode_steps / config.num_steps) * config.batch_size
-    return (f"fitness='train' scores a run by the returns of episodes that end in its last 10% of updates, but no "
+    # Enough updates that the scored window spans one full episode per environment.
+    need = fraction * math.ceil(env.max_episode_steps / config.num_steps) * config.batch_size
+    return (f"fitness={fitness!r} scores a run by the returns of episodes that end in its last {part} of updates, but no "
             f"episode of the starting drift ({drift_name}) ended there on {env.id}: that window is {n_last} update(s) "
             f"x {config.num_steps} steps = {window} steps per environment, and {env.id}'s episodes last up to "
             f"{env.max_episode_steps} steps. Every member would score NaN. Raise the inner budget (e.g. "

@@ -358,6 +358,9 @@ def test_train_fitness_without_finished_episodes_refused_at_baseline(monkeypatch
     with pytest.raises(ValueError, match=r"fitness='train'.*CartPole-v1.*total_timesteps=.*fitness='eval'"):
         tiny(generations=1, fitness="train", checkpoint_dir=tmp_path).fit()
     assert not (tmp_path / CHECKPOINT_FILE).exists()
+    # the curve modes score the last half of the updates, and say so (they were blamed on a diverged drift)
+    with pytest.raises(ValueError, match=r"fitness='eval\+curve'.*last half of updates.*total_timesteps="):
+        tiny(generations=1, fitness="eval+curve", checkpoint_dir=tmp_path).fit()
 
 
 def test_cli_genome_names_win_over_files(tmp_path, monkeypatch):
