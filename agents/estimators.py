@@ -425,7 +425,13 @@ class DPO(MirrorAgent):
 
 
 class LPO(MirrorAgent):
-    """Learnt Policy Optimisation: a meta-learned drift network (the package's shipped one by default)."""
+    """Learnt Policy Optimisation: a meta-learned drift network (the package's shipped one by default).
+
+    The shipped network was meta-trained on CartPole-v1 alone at a 16,384-step budget: there it doubles
+    PPO's return, but it does not transfer (it fails on continuous control and trails PPO at larger
+    budgets; docs/results.md, "Does a discovered drift transfer?"). Elsewhere prefer PPO or DPO, or pass
+    ``drift_file=`` a drift meta-trained for your tasks.
+    """
 
     def __init__(self, drift_file: str | os.PathLike | None = None, **kwargs: Any):
         _refuse_drift_argument("LPO", "drift_file=..., a learned drift file (default: the shipped network),", kwargs)
