@@ -217,25 +217,37 @@ def _facts(cond) -> list:
     return []
 
 
+def _linear_fact(rel) -> tuple[sp.Symbol, sp.Expr, bool] | None:
+    """``(symbol, threshold, above)`` when ``rel`` says ``symbol >= threshold`` (``above``) or ``<=`` it: a relation
+    linear in one symbol, as ``A >= -A`` (``A >= 0``) or ``2*r - 2 < 0`` (``r < 1``); None otherwise."""
+    above = isinstance(rel, (sp.GreaterThan, sp.StrictGreaterThan))
+    below = isinstance(rel, (sp.LessThan, sp.StrictLessThan))
+    if not (above or below):
+        return None
+    d = sp.expand(rel.lhs - rel.rhs)  # rel: d >= 0 (above) or d <= 0
+    symbols = d.free_symbols
+    if len(symbols) != 1:
+        return None
+    (sym,) = symbols
+    a, b = d.coeff(sym, 1), d.subs(sym, 0)
+    if not (a.is_number and b.is_number and a != 0) or sp.expand(d - (a * sym + b)) != 0:
+        return None
+    return sym, -b / a, above if a > 0 else not above
+
+
 def _assume(cond) -> Callable[[sp.Expr], sp.Expr]:
     """Substitutions for the sign facts in ``cond`` about a symbol against 0 (``A``, ``t``) or ``r`` against 1."""
     subs = {}
     for rel in _facts(cond):
-        lhs, rhs = rel.lhs, rel.rhs
-        if not (lhs.is_Symbol and rhs.is_number) and (rhs.is_Symbol and lhs.is_number):
-            rel = rel.reversed
-            lhs, rhs = rel.lhs, rel.rhs
-        if not (lhs.is_Symbol and rhs.is_number) or lhs in subs:
+        fact = _linear_fact(rel)
+        if fact is None or fact[0] in subs:
             continue
-        above = isinstance(rel, (sp.GreaterThan, sp.StrictGreaterThan))
-        below = isinstance(rel, (sp.LessThan, sp.StrictLessThan))
-        if not (above or below):
-            continue
-        u = sp.Dummy(f"{lhs.name}_", nonnegative=True)
-        if lhs.is_positive and rhs == 1:  # r against 1
-            subs[lhs] = 1 + u if above else 1 / (1 + u)
-        elif rhs == 0:
-            subs[lhs] = u if above else -u
+        sym, threshold, above = fact
+        u = sp.Dummy(f"{sym.name}_", nonnegative=True)
+        if sym.is_positive and threshold == 1:  # r against 1
+            subs[sym] = 1 + u if above else 1 / (1 + u)
+        elif threshold == 0:
+            subs[sym] = u if above else -u
     return (lambda x: x.xreplace(subs)) if subs else (lambda x: x)
 
 

@@ -335,3 +335,16 @@ def test_the_suite_is_proved_where_the_rules_reach_and_refuted_everywhere_else()
     for name, text in suite.INVALID.items():
         rep = check_drift_symbolic(text, **fast)
         assert rep.valid is False, f"invalid drift {name!r} not refuted: {rep}"  # never a false proof
+
+
+@pytest.mark.parametrize("text, proved", [
+    ("Max(-A, A)*(r - 1)**2", True),          # the branch taking -A holds where A <= 0 (read from -A >= A)
+    ("Max(A, -A, 0.5*A)*(r - 1)**2", True),
+    ("Piecewise((r - 1, 2*r >= 2), (1 - r, True))", True),  # 2r >= 2 is r >= 1
+    ("Max(A, 2*A)*(r - 1)**2", False),        # negative for A < 0: no rule may prove it
+    ("Piecewise((r - 1, 2*r >= 3), (1 - r, True))", False),  # r >= 1.5 on the first branch: r - 1 > 0 but 1 - r < 0 on (1, 1.5)
+])
+def test_max_min_branch_choices_and_linear_conditions_are_assumptions(text, proved):
+    from drifts.symbolic import _nonneg_rule
+
+    assert (_nonneg_rule(_sym(text)) is not None) == proved
