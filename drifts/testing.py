@@ -72,4 +72,14 @@ def ratio_advantage_pairs(log_r_range: tuple[float, float] = (-1.5, 1.5), A_rang
         tiny = st.tuples(st.sampled_from([-1.0, 1.0]), st.floats(-6, -2)).map(lambda p: p[0] * 10.0 ** p[1])
         log_r = st.one_of(log_r, tiny, st.just(0.0))
     adv = st.floats(A_range[0], A_range[1], allow_nan=False, allow_infinity=False, width=32)
-    return st.tuples(log_r.map(lambda x: float(np.float32(math.exp(x)))), adv)
+
+    def ratio(x: float) -> float:
+        r = float(np.float32(math.exp(x)))
+        # a draw of the main range can land within float32's resolution of 1 too (log r = 1e-7): make it 1
+        return 1.0 if abs(math.log(r)) < MIN_LOG_RATIO else r
+
+    return st.tuples(log_r.map(ratio), adv)
+
+
+# No ratio drawn (other than 1 itself) is closer to 1 than this in log r (about 16 float32 steps; see above).
+MIN_LOG_RATIO = 0.9e-6
