@@ -84,11 +84,10 @@ def test_eval_plus_curve_is_the_mean_of_eval_and_curve():
     params = jax.tree_util.tree_map(lambda x: np.broadcast_to(np.asarray(x), (2,) + np.shape(x)), genome.params)
     keys = np.asarray(jax.random.split(jax.random.PRNGKey(1), 4)).reshape(2, 2, -1)
     scores = {}
-    for mode in ("eval", "curve", "eval+curve", "train"):
+    for mode in ("eval", "curve", "eval+curve"):
         fn = inner_lib.compiled_population_fn(BASE, env, genome.fn, False, mode, 4)
         scores[mode] = inner_lib.run_population(fn, params, keys, 2, mesh)
     np.testing.assert_allclose(scores["eval+curve"], 0.5 * (scores["eval"] + scores["curve"]), rtol=1e-6)
-    assert not np.allclose(scores["curve"], scores["train"])  # last half vs last 10% of the updates
     assert np.all(scores["curve"] > 9)  # CartPole episodes last at least ~9 steps under any policy
 
 

@@ -17,9 +17,9 @@ TINY = {
     "plot-drift": ["--dpi", "40"],
     # 4096 steps: Acrobot's 500-step episodes must end within a run for the curve fitness to score it
     "meta-train": ["--generations", "1", "--population", "2", "--timesteps", "4096", "--eval-episodes", "2",
-                   "--eval-every", "0", "--tasks", "2", "--quiet",
+                   "--eval-every", "0", "--tasks", "1", "--quiet",
                    "--set", "num_envs=4", "num_steps=32", "num_minibatches=2", "update_epochs=1"],
-    "distill": ["--budget", "2", "--record-steps", "1024", "--n-samples", "400"],
+    "distill": ["--budget", "2", "--record-steps", "1024", "--n-samples", "400", "--max-front", "2"],
 }
 
 
