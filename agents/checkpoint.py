@@ -203,9 +203,8 @@ def _checked_obs_stats(arrays: dict, n_seeds: int, obs_shape: tuple, source: str
     return ObsStats(jnp.asarray(mean, jnp.float32), jnp.asarray(var, jnp.float32), jnp.asarray(count, jnp.float32))
 
 
-# Far above any network or space this package trains, far below what would overflow XLA's shape arithmetic
-# (an edited hidden_sizes = [10**18] aborted the loading process) or exhaust memory.
-MAX_LAYER_WIDTH = 1 << 16
+# Far above any space this package trains, far below what would overflow XLA's shape arithmetic (an edited
+# action count of 10**18 aborted the loading process) or exhaust memory. Layer sizes: PPOConfig.validate.
 MAX_OBS_ELEMENTS = 1 << 24
 MAX_OBS_DIMS = 8
 MAX_ACTIONS = 1 << 16
@@ -213,11 +212,6 @@ MAX_ACTIONS = 1 << 16
 
 def _check_sizes(config: PPOConfig, env: JaxEnv) -> None:
     """A ValueError for saved sizes beyond any real agent's, before a shape is built from them."""
-    for name in ("hidden_sizes", "value_hidden_sizes"):
-        sizes = getattr(config, name) or ()
-        if len(sizes) > 64 or any(h > MAX_LAYER_WIDTH for h in sizes):
-            raise ValueError(f"config {name} {list(sizes)[:8]} exceeds the limit of 64 layers of at most "
-                             f"{MAX_LAYER_WIDTH} units")
     shape = tuple(env.obs_shape)
     if len(shape) > MAX_OBS_DIMS or int(np.prod([min(d, MAX_OBS_ELEMENTS + 1) for d in shape], dtype=object)) > MAX_OBS_ELEMENTS:
         raise ValueError(f"observation shape {list(shape)[:12]} exceeds the limit of {MAX_OBS_DIMS} dimensions and "

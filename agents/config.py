@@ -8,6 +8,9 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
+MAX_LAYERS = 64
+MAX_LAYER_WIDTH = 1 << 16
+
 
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
@@ -107,6 +110,10 @@ class PPOConfig:
             if (isinstance(sizes, str) or not isinstance(sizes, Sequence) or not sizes
                     or any(not isinstance(h, numbers.Integral) or isinstance(h, bool) or h <= 0 for h in sizes)):
                 raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {sizes!r}")
+            if len(sizes) > MAX_LAYERS or any(h > MAX_LAYER_WIDTH for h in sizes):
+                # far above any network trained here; an edit such as (10**18,) failed deep inside JAX
+                raise ValueError(f"{name} {list(sizes)[:8]} exceeds the limit of {MAX_LAYERS} layers of at most "
+                                 f"{MAX_LAYER_WIDTH} units")
         return self
 
     def replace(self, **changes: Any) -> PPOConfig:

@@ -204,7 +204,7 @@ def _edit_agent_meta(src: Path, dst: Path, edit) -> Path:
 
 @pytest.mark.parametrize("edit, match", [
     (lambda m: m["env"]["action"].update(n=10**18), "actions exceed the limit"),  # aborted the process in XLA
-    (lambda m: m["config"].update(hidden_sizes=[10**18]), "hidden_sizes .* exceeds the limit"),
+    (lambda m: m["config"].update(hidden_sizes=[10**18]), "hidden_sizes .* exceeds the limit"),  # validate()
     (lambda m: m["env"].update(obs_shape=[2] * 64), "observation shape .* exceeds the limit"),
     (lambda m: m["config"].update(hidden_sizes=[30000, 30000]), "parameter .* has shape"),  # was 14 GB, minutes
     (lambda m: m["env"]["action"].update(n=2.5), "env.action.n must be a whole number"),  # loaded as 2 actions
@@ -272,3 +272,13 @@ def test_exclusive_folder_is_released_and_removes_a_folder_it_created_empty(tmp_
     with exclusive_folder(folder):  # released: a later run takes it
         pass
     assert (folder / "x").exists()
+
+
+def test_a_huge_layer_from_set_is_refused_by_the_config_not_inside_jax(tmp_path, capsys):
+    from mirrorlearn.cli import main
+
+    # was "broadcast_in_dim shape must have every element be an integer type" from deep inside JAX
+    assert main(["train", "--timesteps", "512", "--quiet", "--set", "hidden_sizes=(1000000000000000000,)",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "hidden_sizes [1000000000000000000] exceeds the limit of 64 layers of at most 65536 units" in \
+        capsys.readouterr().err
