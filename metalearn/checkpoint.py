@@ -75,6 +75,14 @@ def _meta_problem(meta: dict) -> str | None:
         return "the history is not a list of per-generation records"
     if len(history) != generation:
         return f"{len(history)} history records for {generation} generations"
+    for i, record in enumerate(history):  # what the outputs (log, meta_curve.png, the drift's metadata) read
+        if not isinstance(record.get("generation"), int) or isinstance(record.get("generation"), bool):
+            return f"history record {i} has no whole-number 'generation'"
+        if not _finite_number(record.get("sigma")):
+            return f"history record {i} has no finite 'sigma'"
+        for key in ("fitness_mean", "fitness_max", "fitness_min", "mean_score"):
+            if record.get(key) is not None and not _finite_number(record[key]):
+                return f"history record {i}: {key!r} is {record[key]!r}, not a finite number or null"
     baselines = meta.get("baselines")
     if not isinstance(baselines, dict) or not baselines:
         return "the normalisation baselines are missing"

@@ -239,6 +239,9 @@ def test_checkpoint_of_other_configuration_refused_and_untouched(reference):
     (lambda m, a: a.update({"es/004.std": -a["es/004.std"]}), "004.std is negative"),
     (lambda m, a: m.update(generation=-5), "generation must be a whole number >= 0"),
     (lambda m, a: m.update(history="x"), "history is not a list"),
+    # a tampered history passed resume and failed at output time (KeyError: 'generation', "Singular matrix")
+    (lambda m, a: [h.pop("generation") for h in m["history"]], "history record 0 has no whole-number 'generation'"),
+    (lambda m, a: m["history"][1].update(fitness_mean="big"), "history record 1: 'fitness_mean' is 'big'"),
     (lambda m, a: m.update(baselines={"CartPole-v1": {"scale": 0}}), "lacks finite 'random'"),
     (lambda m, a: a.update({"rng/key": a["rng/key"].astype(np.float32)}), "RNG key has shape"),
 ])
