@@ -27,8 +27,10 @@ import sympy as sp
 MAX_VISITS = 20_000  # nodes a bound may visit before it gives up (a 50-deep nested tanh is fine)
 
 _INCREASING = (sp.exp, sp.tanh, sp.sinh, sp.atan, sp.asinh)
-_RANGE = {sp.tanh: (-1, 1), sp.atan: (-sp.pi / 2, sp.pi / 2), sp.exp: (0, None), sp.cosh: (1, None),
-          sp.sign: (-1, 1), sp.Heaviside: (0, 1)}
+# Each function's range as sympy numbers (None: unbounded on that side).
+_RANGE = {sp.tanh: (sp.Integer(-1), sp.Integer(1)), sp.atan: (-sp.pi / 2, sp.pi / 2), sp.exp: (sp.Integer(0), None),
+          sp.cosh: (sp.Integer(1), None), sp.sign: (sp.Integer(-1), sp.Integer(1)),
+          sp.Heaviside: (sp.Integer(0), sp.Integer(1))}
 
 
 class _Budget(Exception):
@@ -47,7 +49,7 @@ def bound(e: sp.Expr, lower: bool = True, visits: list | None = None) -> sp.Expr
         return None
 
 
-def _le(a: sp.Expr, b: sp.Expr) -> bool:
+def proved_le(a: sp.Expr, b: sp.Expr) -> bool:
     """``a <= b`` for real numbers, decided exactly by sympy (False when undecided)."""
     return bool(sp.simplify(b - a).is_nonnegative)
 
@@ -85,7 +87,7 @@ def _compute(e, lower, cache, visits):  # noqa: C901 - one case per kind of node
             return None if inner is None else coeff * inner
         factors = list(e.args)
         lows = [b(x, True) for x in factors]
-        if any(lo is None or not _le(0, lo) for lo in lows):  # a product of factors proved >= 0
+        if any(lo is None or not proved_le(0, lo) for lo in lows):  # a product of factors proved >= 0
             return sp.Integer(0) if lower and _even_negatives(factors, cache, visits) else None
         if lower:
             return sp.Mul(*lows)
@@ -97,32 +99,32 @@ def _compute(e, lower, cache, visits):  # noqa: C901 - one case per kind of node
         arg = e.args[0]
         lo = b(arg, True)
         if lower:
-            return sp.log(lo) if lo is not None and _le(0, lo) and lo != 0 else None
+            return sp.log(lo) if lo is not None and proved_le(0, lo) and lo != 0 else None
         hi = b(arg, False)
-        return sp.log(hi) if hi is not None and lo is not None and _le(0, lo) and hi != 0 else None
+        return sp.log(hi) if hi is not None and lo is not None and proved_le(0, lo) and hi != 0 else None
     if e.func in _INCREASING:
         inner = b(e.args[0])
         if inner is not None:
             return e.func(inner)
         lo, hi = _RANGE.get(e.func, (None, None))
         value = lo if lower else hi
-        return None if value is None else sp.sympify(value)
+        return value
     if isinstance(e, sp.cosh):
         if not lower:
             lo, hi = b(e.args[0], True), b(e.args[0], False)
             return None if lo is None or hi is None else sp.Max(sp.cosh(lo), sp.cosh(hi))
         lo, hi = b(e.args[0], True), b(e.args[0], False)
-        if lo is not None and _le(0, lo):
+        if lo is not None and proved_le(0, lo):
             return sp.cosh(lo)
-        if hi is not None and _le(hi, 0):
+        if hi is not None and proved_le(hi, 0):
             return sp.cosh(hi)
         return sp.Integer(1)
     if isinstance(e, sp.Abs):
         lo, hi = b(e.args[0], True), b(e.args[0], False)
         if lower:
-            if lo is not None and _le(0, lo):
+            if lo is not None and proved_le(0, lo):
                 return lo
-            if hi is not None and _le(hi, 0):
+            if hi is not None and proved_le(hi, 0):
                 return -hi
             return sp.Integer(0)
         return None if lo is None or hi is None else sp.Max(-lo, hi)
@@ -136,7 +138,7 @@ def _compute(e, lower, cache, visits):  # noqa: C901 - one case per kind of node
     if e.func in _RANGE:
         lo, hi = _RANGE[e.func]
         value = lo if lower else hi
-        return None if value is None else sp.sympify(value)
+        return value
     if isinstance(e, sp.Piecewise):
         parts = []
         for expr, assumed in branch_assumptions(e):
@@ -153,10 +155,10 @@ def _even_negatives(factors, cache, visits) -> bool:
     negatives = 0
     for x in factors:
         lo = _bound(x, True, cache, visits)
-        if lo is not None and _le(0, lo):
+        if lo is not None and proved_le(0, lo):
             continue
         hi = _bound(x, False, cache, visits)
-        if hi is not None and _le(hi, 0):
+        if hi is not None and proved_le(hi, 0):
             negatives += 1
             continue
         return False
@@ -171,12 +173,12 @@ def _pow_bound(e: sp.Pow, lower: bool, b: Callable) -> sp.Expr | None:
             return None if inner is None else sp.exp(inner)
         return None
     lo, hi = b(base, True), b(base, False)
-    positive_base = bool(base.is_positive) or (lo is not None and _le(0, lo) and lo != 0)
+    positive_base = bool(base.is_positive) or (lo is not None and proved_le(0, lo) and lo != 0)
     if ex.is_integer and int(ex) % 2 == 0 and ex > 0:  # even power: >= 0, and more when the base's sign is known
         if lower:
-            if lo is not None and _le(0, lo):
+            if lo is not None and proved_le(0, lo):
                 return lo**ex
-            if hi is not None and _le(hi, 0):
+            if hi is not None and proved_le(hi, 0):
                 return hi**ex
             return sp.Integer(0)
         return None if lo is None or hi is None else sp.Max(lo**ex, hi**ex)
@@ -184,7 +186,7 @@ def _pow_bound(e: sp.Pow, lower: bool, b: Callable) -> sp.Expr | None:
         value = lo if lower else hi
         return None if value is None else value**ex
     if ex > 0:  # a fractional power needs a base >= 0, where it is increasing
-        if lo is None or not _le(0, lo):
+        if lo is None or not proved_le(0, lo):
             return None
         if lower:
             return lo**ex

@@ -834,7 +834,7 @@ def _nonneg_rule(e: sp.Expr, depth: int = 0) -> str | None:
     if _nonneg(e):
         return _STRUCTURE
     low = bounds.bound(e, lower=True)
-    if low is not None and bounds._le(0, low):
+    if low is not None and bounds.proved_le(0, low):
         return "a proved lower bound (monotone compositions, branch conditions as assumptions)"
     if e.has(sp.Max, sp.Min):  # Max/Min as branches: the chosen argument's condition holds on its branch
         try:
@@ -842,7 +842,7 @@ def _nonneg_rule(e: sp.Expr, depth: int = 0) -> str | None:
         except (TypeError, ValueError, RecursionError):
             branched = e
         low = bounds.bound(branched, lower=True) if branched != e else None
-        if low is not None and bounds._le(0, low):
+        if low is not None and bounds.proved_le(0, low):
             return "a proved lower bound with Max/Min as branches (the chosen argument's condition assumed)"
     if isinstance(e, sp.Add):
         rules = [_nonneg_rule(x, depth + 1) for x in e.args]
