@@ -302,9 +302,8 @@ def make_train_parts(config: PPOConfig, env: JaxEnv, drift: Drift) -> tuple[Call
         k_act, k_env, key = jax.random.split(key, 3)
         # Traced under JAX's non-partitionable threefry (a scoped context: the user's global setting
         # is untouched). The partitionable scheme, JAX's default, is made for splitting one random
-        # array across devices, which these per-seed draws never are, and here costs ~4x more per bit
-        # on the CPU: a one-seed CartPole update went from ~2.60 to ~2.46 ms (session 13, 3 interleaved
-        # A/B pairs). Each seed's stream changes once; it stays a deterministic function of the seed.
+        # array across devices, which these per-seed draws never are, and costs more per bit on the CPU
+        # (measured in benchmarks/README.md). Training stays a deterministic function of the seed.
         with jax.threefry_partitionable(False):
             action_noise = nets.sample_noise(spec, k_act, (n_steps, n_envs))
             drawn = env.draw_steps(k_env, (n_steps, n_envs))
